@@ -1,0 +1,146 @@
+"""Config: compose a job from conf/, check it, and flatten it for MLflow."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# Keys that say where or how a job runs, not what it computes: they stay out of
+# the fingerprint, so moving the store or the device never forks a run.
+NON_RESULT_KEYS = ("tracking", "report", "force", "progress", "device",
+                   "train.eval_batch_size", "train.threads", "train.channels_last", "data.root", "data.download")
+
+NORMS = ("none", "bn_before_relu", "bn_after_relu")
+
+
+class ConfigError(ValueError):
+    """A bad config value: one line that names the key and what is allowed."""
+
+
+_STEP_ARG = re.compile(r"^(\+{0,2}step)=(\d+(?:,\d+)*|range\((\d+),\s*(\d+)\))$")
+
+
+def quote_step_args(args: list[str]) -> list[str]:
+    """`step=3` and `step=1,2,3` (or `range(1,8)`) -> quoted choices.
+
+    Hydra reads `3` as an int, and it accepts only strings as group choices, so
+    the preset files 1.yaml..7.yaml are named with quoted strings: `step="3"`.
+    """
+    out = []
+    for arg in args:
+        m = _STEP_ARG.match(arg)
+        if m:
+            values = (range(int(m[3]), int(m[4])) if m[3] else m[2].split(","))
+            arg = f"{m[1]}=" + ",".join(f'"{v}"' for v in values)
+        out.append(arg)
+    return out
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The job config that `python -m ablate <overrides>` would run."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = quote_step_args(list(overrides))
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app already
+        return hydra_compose("config", overrides=overrides)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def model_string(model: DictConfig) -> str:
+    """Blocks as one compact, readable param: c8p1-c24p1-M-c16-...|gap."""
+    parts = []
+    for block in model.blocks:
+        if block == "pool":
+            parts.append("M")
+            continue
+        k, p = block.get("kernel", 3), block.get("padding", 0)
+        parts.append(f"c{block.conv}" + (f"k{k}" if k != 3 else "") + (f"p{p}" if p else ""))
+    head = model.head
+    return "-".join(parts) + f"|{head.type}" + (f"{head.kernel}" if head.type == "conv" else "")
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """Resolved config as dotted keys. A group node's `name` is logged under the
+    group's own key (`norm=bn_before_relu`), so params read like the overrides."""
+    out: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, DictConfig):
+            for key, value in node.items():
+                dotted = f"{prefix}.{key}" if prefix else str(key)
+                if key == "name" and prefix:
+                    out[prefix] = str(value)
+                elif key == "blocks":
+                    out[dotted] = model_string(node)
+                elif key != "head" or prefix != "model":
+                    walk(value, dotted)
+        elif isinstance(node, ListConfig):
+            out[prefix] = json.dumps(OmegaConf.to_container(node))
+        else:
+            out[prefix] = "null" if node is None else str(node)
+
+    walk(cfg, "")
+    return out
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """Stable hash of everything that changes results (see NON_RESULT_KEYS)."""
+    params = flatten(cfg)
+    kept = {k: v for k, v in params.items()
+            if not any(k == drop or k.startswith(drop + ".") for drop in NON_RESULT_KEYS)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check(ok: bool, key: str, allowed: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {allowed}. Fix it with `{key}=<value>`.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first bad value, before any data, run or training."""
+    t = cfg.train
+    _check(isinstance(cfg.seed, int), "seed", "must be an integer", cfg.seed)
+    _check(isinstance(t.epochs, int) and t.epochs >= 1, "train.epochs", "must be an integer >= 1", t.epochs)
+    _check(isinstance(t.batch_size, int) and t.batch_size >= 1, "train.batch_size",
+           "must be an integer >= 1", t.batch_size)
+    _check(isinstance(t.eval_batch_size, int) and t.eval_batch_size >= 1, "train.eval_batch_size",
+           "must be an integer >= 1", t.eval_batch_size)
+    _check(isinstance(t.lr, (int, float)) and t.lr > 0, "train.lr", "must be a number > 0", t.lr)
+    _check(t.threads is None or (isinstance(t.threads, int) and t.threads >= 1), "train.threads",
+           "must be null or an integer >= 1", t.threads)
+    _check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be one of auto, cpu, cuda", cfg.device)
+    m = cfg.model
+    _check(isinstance(m.dropout, (int, float)) and 0 <= m.dropout < 1, "model.dropout",
+           "must be in [0, 1)", m.dropout)
+    _check(cfg.norm.name in NORMS, "norm", f"must be one of {', '.join(NORMS)}", cfg.norm.name)
+    supported = m.norms  # a model may list the norms it was designed for
+    if supported is not None:
+        _check(cfg.norm.name in supported, "norm",
+               f"model '{m.name}' takes only {', '.join(supported)}", cfg.norm.name)
+    sub = cfg.data.train_subset
+    _check(sub is None or (isinstance(sub, int) and sub >= 1), "data.train_subset",
+           "must be null or an integer >= 1", sub)
+    aug = cfg.augmentation
+    if aug.rotate is not None:
+        _check(0 <= aug.rotate.degrees <= 180, "augmentation.rotate.degrees", "must be in [0, 180]",
+               aug.rotate.degrees)
+        _check(aug.rotate.interpolation in ("nearest", "bilinear"), "augmentation.rotate.interpolation",
+               "must be nearest or bilinear", aug.rotate.interpolation)
+    if aug.erase is not None:
+        _check(0 <= aug.erase.p <= 1, "augmentation.erase.p", "must be in [0, 1]", aug.erase.p)
+        lo, hi = aug.erase.scale
+        _check(0 < lo <= hi < 1, "augmentation.erase.scale", "must be [lo, hi] with 0 < lo <= hi < 1",
+               list(aug.erase.scale))
+    opt, sched = cfg.optimizer.name, cfg.scheduler.name
+    _check(opt in ("sgd", "adam"), "optimizer", "must be sgd or adam", opt)
+    _check(sched in ("none", "step", "plateau", "onecycle"), "scheduler",
+           "must be one of none, step, plateau, onecycle", sched)
+    from ablate.model import build_model  # shape errors (a head that does not fit) surface here
+    build_model(cfg)
