@@ -1,0 +1,30 @@
+"""`python -m ablate [overrides]` runs one job; `-m` sweeps them."""
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from ablate.config import ConfigError, quote_step_args
+from ablate.data import DataError
+from ablate.job import train
+
+log = logging.getLogger("ablate")
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    try:
+        return train(cfg).best_test_acc  # the objective, for Hydra sweepers
+    except (ConfigError, DataError) as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep records it as a failed job
+        log.error(f"ablate: {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    sys.argv = sys.argv[:1] + quote_step_args(sys.argv[1:])
+    main()

@@ -1,0 +1,99 @@
+"""Sweep-level work, in the parent process, through Hydra's callback hooks:
+check every job before any starts, create the store once (parallel jobs racing
+sqlite's schema migration can corrupt a fresh mlflow.db), open a parent run,
+and close the sweep with a summary of what failed and the report."""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import uuid
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from ablate import config, data, tracking
+
+log = logging.getLogger(__name__)
+
+
+def sweep_jobs(task_overrides: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Every job's overrides, as Hydra's basic sweeper will expand them, and the swept keys."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    parsed = OverridesParser.create().parse_overrides(list(task_overrides))
+    swept = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [job for batch in batches for job in batch], swept
+
+
+def check_jobs(jobs: list[list[str]]) -> None:
+    """Compose and validate each job; the first bad one stops the sweep before any training."""
+    seen_data = set()
+    for overrides in jobs:
+        try:
+            cfg = config.compose(overrides)
+            config.validate(cfg)
+            key = (cfg.data.name, cfg.data.root, cfg.data.train_subset)
+            if key not in seen_data:
+                data.check(cfg)
+                seen_data.add(key)
+        except (config.ConfigError, data.DataError) as exc:
+            sys.exit(f"ablate: error in job [{' '.join(overrides)}]: {exc}\nNo job was started.")
+
+
+class AblateCallback(Callback):
+    def __init__(self) -> None:
+        self.parent_id = None
+        self.client = None
+        self.cfg = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        jobs, swept = sweep_jobs(config.hydra.overrides.task)
+        check_jobs(jobs)
+        uri = tracking.resolve_uri(config.tracking.uri)
+        exp_id = tracking.ensure_experiment(uri, config.tracking.experiment)
+        self.client, self.cfg = MlflowClient(uri), config
+        sweep_id = uuid.uuid4().hex[:12]
+        n_jobs = config.hydra.launcher.get("n_jobs") or 1
+        parent = self.client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags={
+            tracking.SWEEP_ID: sweep_id,
+            "ablate.command": " ".join(["python -m ablate", *sys.argv[1:]]),
+            "ablate.jobs": str(len(jobs)),
+        })
+        self.parent_id = parent.info.run_id
+        os.environ.update({
+            tracking.ENV_SWEEP_ID: sweep_id, tracking.ENV_PARENT: self.parent_id,
+            tracking.ENV_SWEEP_KEYS: ",".join(swept),
+            tracking.ENV_JOBS: str(os.cpu_count() if n_jobs == -1 else n_jobs),
+        })
+        log.info(f"Sweep {sweep_id}: {len(jobs)} jobs, parent run {self.parent_id}, store {uri}")
+        # Hydra skips on_multirun_end when a job raised; atexit still closes the sweep.
+        atexit.register(self.finish)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self.finish()
+
+    def finish(self) -> None:
+        if self.parent_id is None:
+            return
+        parent_id, self.parent_id = self.parent_id, None
+        runs = self.client.search_runs(
+            [self.client.get_run(parent_id).info.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        failed = [r for r in runs if r.info.status != "FINISHED"]
+        for r in failed:
+            log.error(f"  {r.info.status}: {r.info.run_name} ({r.info.run_id}): "
+                      f"{r.data.tags.get(tracking.ERROR, '')}")
+        status = "FAILED" if failed else "FINISHED"
+        log.info(f"Sweep done: {len(runs) - len(failed)} finished, {len(failed)} failed "
+                 f"(runs skipped as already finished are not counted here).")
+        if self.cfg.report.auto and not failed:
+            try:
+                from ablate import report
+                report.for_sweep(self.client, parent_id, self.cfg)
+            except Exception as exc:  # the runs are safe in MLflow; the report can be rebuilt
+                log.error(f"Report failed: {exc}. Rebuild it with `python -m ablate.report`.")
+        self.client.set_terminated(parent_id, status)

@@ -1,0 +1,147 @@
+"""Engine: the one training loop every job runs, whatever launched it."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ablate.augment import Augment
+from ablate.data import Data
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        from ablate.config import ConfigError
+        raise ConfigError("device='cuda' is invalid: no CUDA device is visible. Fix it with `device=cpu`.")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def make_optimizer(cfg, model: nn.Module, steps_per_epoch: int):
+    """Optimizer, scheduler, and whether the scheduler steps per batch."""
+    o, s, t = cfg.optimizer, cfg.scheduler, cfg.train
+    if o.name == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=o.momentum,
+                              weight_decay=o.weight_decay, nesterov=o.nesterov)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=tuple(o.betas),
+                               weight_decay=o.weight_decay)
+    if s.name == "step":
+        return opt, torch.optim.lr_scheduler.StepLR(opt, s.step_size, s.gamma), False
+    if s.name == "plateau":
+        return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=s.factor, patience=s.patience, min_lr=s.min_lr), False
+    if s.name == "onecycle":
+        return opt, torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=t.lr * s.max_lr_factor, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+            pct_start=s.pct_start, div_factor=s.div_factor, final_div_factor=s.final_div_factor,
+            anneal_strategy=s.anneal_strategy), True
+    return opt, None, False
+
+
+@dataclass
+class State:
+    """Everything a training job needs to continue after a given epoch."""
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: object
+    per_batch: bool
+    epoch: int = 0                    # last completed epoch (1-based)
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    history: list = field(default_factory=list)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean loss and accuracy (%) over a whole split."""
+    model.eval()
+    loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device, dtype=torch.long)
+    for i in range(0, len(x), batch_size):
+        out = model(x[i:i + batch_size])
+        loss += F.cross_entropy(out, y[i:i + batch_size], reduction="sum")
+        correct += (out.argmax(1) == y[i:i + batch_size]).sum()
+    return loss.item() / len(x), 100.0 * correct.item() / len(x)
+
+
+def train_epoch(state: State, data: Data, augment: Augment, batch_size: int, bar) -> tuple[float, float]:
+    """One pass over the shuffled training tensors; returns mean loss and accuracy (%)."""
+    model, opt = state.model, state.opt
+    model.train()
+    x_all, y_all = data.train_x, data.train_y
+    n = len(x_all)
+    perm = torch.randperm(n, device=x_all.device)
+    loss_sum = torch.zeros((), device=x_all.device)
+    correct = torch.zeros((), device=x_all.device, dtype=torch.long)
+    seen = 0
+    for b, i in enumerate(range(0, n, batch_size)):
+        idx = perm[i:i + batch_size]
+        x, y = x_all[idx], y_all[idx]
+        if augment.active:
+            x = augment(x)
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if state.per_batch:
+            state.sched.step()
+        # Accumulate on the device; reading .item() every batch would sync a GPU.
+        loss_sum += loss.detach() * len(y)
+        correct += (out.argmax(1) == y).sum()
+        seen += len(y)
+        if bar is not None:
+            bar.update(1)
+            if b % 50 == 0 or seen == n:
+                bar.set_postfix_str(f"Loss={loss.item():.4f} Batch_id={b} "
+                                    f"Accuracy={100.0 * correct.item() / seen:.2f}", refresh=False)
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+def fit(cfg, data: Data, state: State, on_epoch: Callable[[State, dict], None] | None = None,
+        progress: bool = True) -> State:
+    """Train from state.epoch + 1 to train.epochs, evaluating on the test set after
+    every epoch; `on_epoch` gets each epoch's metrics (logging, checkpoints)."""
+    t = cfg.train
+    augment = Augment(cfg.augmentation, data.mean, data.std)
+    batches = -(-len(data.train_x) // t.batch_size)
+    for epoch in range(state.epoch + 1, t.epochs + 1):
+        lr = state.opt.param_groups[0]["lr"]
+        start = time.perf_counter()
+        with tqdm(total=batches, desc=f"epoch {epoch}/{t.epochs}", disable=not progress,
+                  mininterval=0.5, dynamic_ncols=True, leave=False) as bar:
+            train_loss, train_acc = train_epoch(state, data, augment, t.batch_size, bar if progress else None)
+        seconds = time.perf_counter() - start
+        test_loss, test_acc = evaluate(state.model, data.test_x, data.test_y, t.eval_batch_size)
+        if state.sched is not None and not state.per_batch:
+            if isinstance(state.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                state.sched.step(test_loss)
+            else:
+                state.sched.step()
+        state.epoch = epoch
+        if test_acc > state.best_acc:
+            state.best_acc, state.best_epoch = test_acc, epoch
+        metrics = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+                   "test_acc": test_acc, "lr": lr, "epoch_seconds": seconds}
+        state.history.append({"epoch": epoch, **metrics})
+        correct = round(test_acc * len(data.test_y) / 100)
+        tqdm.write(f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
+                   f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{len(data.test_y)} "
+                   f"({test_acc:.2f}%) | lr {lr:.5f} | {seconds:.1f}s")
+        if on_epoch is not None:
+            on_epoch(state, metrics)
+    return state

@@ -1,0 +1,90 @@
+"""Tracking: where runs go in MLflow, how they are named, and finding old ones."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+FINGERPRINT = "ablate.fingerprint"
+SWEEP_ID = "ablate.sweep_id"
+OVERRIDES = "ablate.overrides"
+ERROR = "ablate.error"
+# Set by the Hydra callback in the parent, read by every job, in any process.
+ENV_SWEEP_ID, ENV_PARENT, ENV_SWEEP_KEYS, ENV_JOBS = (
+    "ABLATE_SWEEP_ID", "ABLATE_PARENT_RUN_ID", "ABLATE_SWEEP_KEYS", "ABLATE_PARALLEL_JOBS")
+
+
+def launch_dir() -> Path:
+    """The directory the user ran from, even inside a Hydra job that changed it."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return Path(HydraConfig.get().runtime.cwd)
+    except ValueError:  # no Hydra app running: the Python API
+        return Path.cwd()
+
+
+def resolve_uri(uri: str | None) -> str:
+    """Absolute tracking URI; None means MLflow's embedded sqlite store in the launch dir."""
+    if not uri:
+        return f"sqlite:///{launch_dir() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(launch_dir() / uri[len('sqlite:///'):]).resolve()}"
+    if "://" not in uri:  # a plain path: a file store
+        return (launch_dir() / uri).resolve().as_uri()
+    return uri
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create the store (its schema migration) and the experiment once; return its id.
+    Artifacts go to <launch dir>/mlruns for a local sqlite store, as MLflow's default."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:////"):  # artifacts beside the db, whatever the cwd
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlruns" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # another process created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def job_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def run_name(overrides: list[str]) -> str:
+    """Readable name from what varies: the swept keys in a multirun, else every
+    override, e.g. "norm=bn_after_relu,seed=1"."""
+    swept = [k for k in os.environ.get(ENV_SWEEP_KEYS, "").split(",") if k]
+    kept = []
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key.startswith(("hydra", "tracking", "report", "progress")):
+            continue
+        if not swept or key in swept:
+            kept.append(o.replace('"', "").replace("'", ""))
+    return ",".join(kept) or "defaults"
+
+
+def find_runs(client: MlflowClient, experiment_id: str, fingerprint: str):
+    """Runs of this exact config, newest first."""
+    return client.search_runs([experiment_id], f"tags.`{FINGERPRINT}` = '{fingerprint}'",
+                              order_by=["attributes.start_time DESC"])

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny MNIST in torchvision's raw IDX layout, so the real
+torchvision loading path runs without the real data, and a private MLflow store."""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_DATA = Path(os.environ.get("ABLATE_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def write_idx(raw: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """IDX files as LeCun's originals: big-endian magic, dims, then uint8 data."""
+    raw.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes())
+    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes())
+
+
+def make_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake digits: class k is a bright bar at row 2 + 2k, plus noise."""
+    labels = rng.integers(0, 10, n)
+    images = rng.integers(0, 40, (n, 28, 28))
+    for i, k in enumerate(labels):
+        images[i, 3 + 2 * k: 5 + 2 * k, 4:24] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data root holding MNIST/raw with 512 train and 128 test images."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    write_idx(root / "MNIST" / "raw", "train", *make_digits(512, rng))
+    write_idx(root / "MNIST" / "raw", "t10k", *make_digits(128, rng))
+    return root
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    """An absolute sqlite tracking URI in a fresh directory."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def overrides(tiny_data, store) -> list[str]:
+    """Overrides for a fast job on the tiny data set in a private store."""
+    return [f"data.root={tiny_data}", f"tracking.uri={store}", "train.epochs=2",
+            "train.batch_size=64", "progress=false", "data.download=false"]
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300):
+    """`python -m ablate ARGS` in a subprocess, as a user would run it."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
