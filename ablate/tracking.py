@@ -8,6 +8,8 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from ablate.config import NON_RESULT_KEYS
+
 FINGERPRINT = "ablate.fingerprint"
 SWEEP_ID = "ablate.sweep_id"
 OVERRIDES = "ablate.overrides"
@@ -77,7 +79,7 @@ def run_name(overrides: list[str]) -> str:
     kept = []
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+~")
-        if key.startswith(("hydra", "tracking", "report", "progress")):
+        if key.startswith("hydra") or any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS):
             continue
         if not swept or key in swept:
             kept.append(o.replace('"', "").replace("'", ""))

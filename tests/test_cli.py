@@ -1,0 +1,92 @@
+"""`python -m ablate` as a user runs it: one job, sweeps, and bad input."""
+import mlflow
+import pytest
+
+from conftest import run_cli
+
+FAST = ["train.epochs=1", "train.batch_size=64", "progress=false", "data.download=false"]
+
+
+def runs_in(cwd, experiment="ablate"):
+    mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlflow.db'}")
+    if mlflow.get_experiment_by_name(experiment) is None:
+        return None
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def test_one_job_writes_the_default_store_in_the_launch_dir(tmp_path, tiny_data):
+    out = run_cli([f"data.root={tiny_data}", *FAST], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlruns").is_dir()
+    df = runs_in(tmp_path)
+    assert list(df["status"]) == ["FINISHED"] and df.iloc[0]["tags.mlflow.runName"] == "train.epochs=1,train.batch_size=64"
+    assert "Test set: Average loss" in out.stdout
+
+
+def test_multirun_gives_one_finished_run_per_job(tmp_path, tiny_data):
+    out = run_cli(["-m", "norm=bn_before_relu,bn_after_relu", "seed=0,1,2",
+                   f"data.root={tiny_data}", *FAST], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    df = runs_in(tmp_path)
+    children = df[df["tags.mlflow.parentRunId"].notna()]
+    parent = df[df["tags.mlflow.parentRunId"].isna()]
+    assert len(children) == 6 and set(children["status"]) == {"FINISHED"}
+    assert len(parent) == 1 and parent.iloc[0]["status"] == "FINISHED"
+    assert set(children["tags.mlflow.parentRunId"]) == {parent.iloc[0]["run_id"]}
+    assert children["tags.ablate.sweep_id"].nunique() == 1
+    assert sorted(children["tags.mlflow.runName"]) == sorted(
+        f"norm={n},seed={s}" for n in ("bn_before_relu", "bn_after_relu") for s in range(3))
+    assert {"params.norm", "params.seed", "metrics.param_count", "metrics.test_acc",
+            "metrics.best_test_acc"} <= set(df.columns)
+    # Re-running the same sweep trains nothing: every job is skipped.
+    again = run_cli(["-m", "norm=bn_before_relu,bn_after_relu", "seed=0,1,2",
+                     f"data.root={tiny_data}", *FAST], cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("Skipping") == 6
+    assert len(runs_in(tmp_path).query("`tags.mlflow.parentRunId`.notna()")) == 6
+
+
+def test_reduced_seed_study_runs_all_seven_steps(tmp_path, tiny_data):
+    out = run_cli(["-m", "step=1,2,3,4,5,6,7", "seed=0", "data.train_subset=256",
+                   f"data.root={tiny_data}", *FAST], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    df = runs_in(tmp_path).dropna(subset=["params.step"])
+    counts = df.set_index("params.step")["metrics.param_count"].to_dict()
+    assert counts == {"1": 10368, "2": 9648, "3": 9792, "4": 9496, "5": 6376, "6": 6376, "7": 6376}
+    assert set(df["status"]) == {"FINISHED"}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["norm=bn_sideways"], "Could not find 'norm/bn_sideways'"),
+    (["nonsense_key=1"], "nonsense_key"),
+])
+def test_unknown_options_get_hydras_error_and_no_training(tmp_path, tiny_data, args, needle):
+    out = run_cli([f"data.root={tiny_data}", *FAST, *args], cwd=tmp_path)
+    assert out.returncode != 0 and needle in out.stderr
+    assert "Available options" in out.stderr or "nonsense_key" in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("arg,key", [
+    ("train.epochs=0", "train.epochs"), ("train.batch_size=0", "train.batch_size"),
+    ("train.lr=0", "train.lr"), ("model.dropout=1", "model.dropout"),
+    ("data.train_subset=999999", "data.train_subset"),
+])
+def test_bad_values_get_one_line_and_no_run(tmp_path, tiny_data, arg, key):
+    out = run_cli([f"data.root={tiny_data}", *FAST, arg], cwd=tmp_path)
+    assert out.returncode == 2
+    errors = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert len(errors) == 1 and key in errors[0] and "Fix it" in errors[0], errors
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_missing_data_is_one_clear_message(tmp_path):
+    out = run_cli([f"data.root={tmp_path / 'empty'}", *FAST], cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr + out.stdout
+    assert str(tmp_path / "empty" / "MNIST" / "raw") in out.stdout + out.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_sweep_with_one_bad_job_starts_nothing(tmp_path, tiny_data):
+    out = run_cli(["-m", "train.lr=0.01,-1", f"data.root={tiny_data}", *FAST], cwd=tmp_path)
+    assert out.returncode != 0 and "train.lr" in out.stderr and "No job was started" in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()
