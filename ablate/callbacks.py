@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import uuid
+from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -29,19 +30,22 @@ def sweep_jobs(task_overrides: list[str]) -> tuple[list[list[str]], list[str]]:
     return [job for batch in batches for job in batch], swept
 
 
-def check_jobs(jobs: list[list[str]]) -> None:
-    """Compose and validate each job; the first bad one stops the sweep before any training."""
-    seen_data = set()
+def check_jobs(jobs: list[list[str]]) -> list[str]:
+    """Compose and validate each job; the first bad one stops the sweep before any
+    training. Returns the jobs' fingerprints, which name their runs in MLflow."""
+    seen_data, fingerprints = set(), []
     for overrides in jobs:
         try:
             cfg = config.compose(overrides)
             config.validate(cfg)
+            fingerprints.append(config.fingerprint(cfg))
             key = (cfg.data.name, cfg.data.root, cfg.data.train_subset)
             if key not in seen_data:
                 data.check(cfg)
                 seen_data.add(key)
         except (config.ConfigError, data.DataError) as exc:
             sys.exit(f"ablate: error in job [{' '.join(overrides)}]: {exc}\nNo job was started.")
+    return fingerprints
 
 
 class AblateCallback(Callback):
@@ -49,10 +53,11 @@ class AblateCallback(Callback):
         self.parent_id = None
         self.client = None
         self.cfg = None
+        self.fingerprints: list[str] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         jobs, swept = sweep_jobs(config.hydra.overrides.task)
-        check_jobs(jobs)
+        self.fingerprints = check_jobs(jobs)
         uri = tracking.resolve_uri(config.tracking.uri)
         exp_id = tracking.ensure_experiment(uri, config.tracking.experiment)
         self.client, self.cfg = MlflowClient(uri), config
@@ -92,8 +97,9 @@ class AblateCallback(Callback):
                  f"(runs skipped as already finished are not counted here).")
         if self.cfg.report.auto and not failed:
             try:
-                from ablate import report
-                report.for_sweep(self.client, parent_id, self.cfg)
+                from ablate import report  # pandas, scipy, matplotlib: only when needed
+                out = Path(self.cfg.report.out or Path(self.cfg.hydra.sweep.dir) / "report")
+                report.for_sweep(self.client, parent_id, self.cfg, self.fingerprints, out)
             except Exception as exc:  # the runs are safe in MLflow; the report can be rebuilt
                 log.error(f"Report failed: {exc}. Rebuild it with `python -m ablate.report`.")
         self.client.set_terminated(parent_id, status)

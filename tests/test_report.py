@@ -1,0 +1,141 @@
+"""The report's numbers, on MLflow runs with known metric values."""
+import math
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ablate import report, tracking
+
+# step -> (param_count, norm, dropout, best acc per seed 0..2, final acc per seed)
+STUDY = {
+    1: (10368, "none", "0.0", [99.00, 99.10, 98.95], [98.90, 99.00, 98.80]),
+    2: (9648, "none", "0.0", [99.05, 99.00, 99.10], [99.00, 98.95, 99.00]),
+    3: (9792, "bn_before_relu", "0.05", [99.40, 99.35, 99.30], [99.30, 99.30, 99.20]),
+}
+
+
+def log_run(uri, step, seed, params_count, norm, dropout, best, final, status="FINISHED", extra=None):
+    client = mlflow.MlflowClient(uri)
+    exp = tracking.ensure_experiment(uri, "ablate")
+    run = client.create_run(exp, run_name=f"step={step},seed={seed}",
+                            tags={tracking.FINGERPRINT: f"{step}-{seed}-{dropout}-{norm}"})
+    rid = run.info.run_id
+    params = {"seed": seed, "step": step, "norm": norm, "model.dropout": dropout,
+              "tracking.uri": uri, "param_count": params_count, **(extra or {})}
+    for k, v in params.items():
+        client.log_param(rid, k, v)
+    for k, v in {"param_count": params_count, "best_test_acc": best, "final_test_acc": final,
+                 "best_epoch": 10}.items():
+        if v is not None:
+            client.log_metric(rid, k, v)
+    client.set_terminated(rid, status)
+    return rid
+
+
+@pytest.fixture
+def study(store):
+    for step, (count, norm, dropout, best, final) in STUDY.items():
+        for seed in range(3):
+            log_run(store, step, seed, count, norm, dropout, best[seed], final[seed])
+    return store
+
+
+def test_summary_means_stds_and_cis(study):
+    runs, notes = report.load_runs(study, "ablate")
+    rep = report.build(runs, notes)
+    assert set(rep.keys) == {"step", "norm", "model.dropout"}
+    s = rep.summary.set_index("config")
+    assert list(s.index) == ["step=1", "step=2", "step=3"]
+    for step, (count, _, _, best, final) in STUDY.items():
+        row = s.loc[f"step={step}"]
+        assert row["n"] == 3 and row["param_count"] == count
+        assert row["best_test_acc_mean"] == pytest.approx(np.mean(best))
+        assert row["best_test_acc_std"] == pytest.approx(np.std(best, ddof=1))
+        lo, hi = stats.t.interval(0.95, 2, loc=np.mean(final), scale=stats.sem(final))
+        assert (row["final_test_acc_ci_lo"], row["final_test_acc_ci_hi"]) == pytest.approx((lo, hi))
+
+
+def test_deltas_are_paired_by_seed_with_scipys_ci(study):
+    rep = report.build(*report.load_runs(study, "ablate"))
+    d = rep.deltas.set_index(["from", "to"])
+    row = d.loc[("step=2", "step=3")]
+    a, b = STUDY[2][3], STUDY[3][3]
+    ci = stats.ttest_rel(b, a).confidence_interval(0.95)
+    assert row["vs"] == "previous" and row["best_test_acc_test"] == "paired t"
+    assert row["best_test_acc_delta"] == pytest.approx(np.mean(b) - np.mean(a))
+    assert (row["best_test_acc_ci_lo"], row["best_test_acc_ci_hi"]) == pytest.approx((ci.low, ci.high))
+    assert row["delta_params"] == 144
+    assert row["changed"] == "model.dropout: 0.0→0.05; norm: none→bn_before_relu"
+    first = d.loc[("step=1", "step=3")]
+    assert first["vs"] == "first" and first["delta_params"] == 9792 - 10368
+
+
+def test_different_seeds_fall_back_to_welch(store):
+    for seed, acc in zip((0, 1, 2), (99.0, 99.1, 99.2)):
+        log_run(store, 1, seed, 100, "none", "0.0", acc, acc)
+    for seed, acc in zip((3, 4), (99.3, 99.5)):
+        log_run(store, 2, seed, 120, "none", "0.0", acc, acc)
+    rep = report.build(*report.load_runs(store, "ablate"))
+    row = rep.deltas.iloc[0]
+    ci = stats.ttest_ind([99.3, 99.5], [99.0, 99.1, 99.2], equal_var=False).confidence_interval(0.95)
+    assert row["best_test_acc_test"] == "Welch t"
+    assert (row["best_test_acc_ci_lo"], row["best_test_acc_ci_hi"]) == pytest.approx((ci.low, ci.high))
+
+
+def test_unordered_sweep_compares_with_a_chosen_baseline(store):
+    for seed in range(2):
+        for norm, acc in (("bn_after_relu", 99.2), ("bn_before_relu", 99.4), ("none", 99.0)):
+            log_run(store, 3, seed, 9792, norm, "0.05", acc + seed / 100, acc)
+    rep = report.build(*report.load_runs(store, "ablate"), baseline="norm=none")
+    assert set(rep.deltas["from"]) == {"norm=none"} and set(rep.deltas["vs"]) == {"baseline"}
+    d = rep.deltas.set_index("to")
+    assert d.loc["norm=bn_before_relu", "best_test_acc_delta"] == pytest.approx(0.4)
+    with pytest.raises(report.ReportError, match="choose one of"):
+        report.build(*report.load_runs(store, "ablate"), baseline="norm=layer")
+
+
+def test_problems_are_counted_and_said(store):
+    log_run(store, 1, 0, 100, "none", "0.0", 99.0, 99.0)
+    log_run(store, 1, 1, 100, "none", "0.0", 99.2, 99.1)
+    log_run(store, 2, 0, 120, "none", "0.0", 99.1, 99.1)
+    log_run(store, 2, 1, 130, "none", "0.0", 99.3, 99.2)  # mixed param counts
+    log_run(store, 3, 0, 100, "none", "0.0", 99.5, 99.5, status="FAILED")
+    log_run(store, 3, 1, 100, "none", "0.0", 99.5, 99.5, status="RUNNING")
+    log_run(store, 4, 0, 100, "none", "0.0", None, None)  # no metrics
+    rep = report.build(*report.load_runs(store, "ablate"))
+    text = "\n".join(rep.notes)
+    assert "left out FAILED run" in text and "left out RUNNING run" in text
+    assert "has no best_test_acc" in text and "disagree on param_count" in text
+    assert list(rep.summary["config"]) == ["step=1", "step=2"]
+
+
+def test_a_single_seed_has_no_ci_and_the_table_says_so(store):
+    log_run(store, 1, 0, 100, "none", "0.0", 99.0, 99.0)
+    log_run(store, 2, 0, 100, "none", "0.0", 99.2, 99.0)
+    rep = report.build(*report.load_runs(store, "ablate"))
+    assert math.isnan(rep.summary.iloc[0]["best_test_acc_ci_lo"])
+    assert "n<2" in report.markdown(rep) and "a single seed" in report.markdown(rep)
+
+
+def test_nothing_to_report_is_an_error_with_a_reason(store, tmp_path):
+    with pytest.raises(report.ReportError, match="No experiment 'nope'"):
+        report.load_runs(store, "nope")
+    log_run(store, 1, 0, 100, "none", "0.0", 99.0, 99.0, status="FAILED")
+    with pytest.raises(report.ReportError, match="No finished runs"):
+        report.load_runs(store, "ablate")
+    with pytest.raises(report.ReportError, match="No runs in sweep"):
+        report.load_runs(store, "ablate", sweep_id="abc")
+    assert report.main(["--tracking-uri", store, "--experiment", "nope", "--out", str(tmp_path)]) == 1
+
+
+def test_cli_writes_every_output(study, tmp_path, capsys):
+    assert report.main(["--tracking-uri", study, "--out", str(tmp_path / "r")]) == 0
+    for name in ("summary.csv", "deltas.csv", "runs.csv", "report.md", "report.html", "report.png"):
+        assert (tmp_path / "r" / name).stat().st_size > 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| step=3 |" in md and "norm: none→bn_before_relu" in md
+    assert pd.read_csv(tmp_path / "r" / "summary.csv")["n"].tolist() == [3, 3, 3]
+    assert "step=2" in capsys.readouterr().out
