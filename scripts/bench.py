@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Side-by-side speed benchmark: ablate's engine against a seed-style loop.
+
+The seed-style loop is what the reference study ran: torchvision MNIST with
+per-sample PIL transforms (RandomRotation, ToTensor, Normalize) through a
+DataLoader, feeding the same model, batch size, optimizer and scheduler. Every
+configuration runs in its own subprocess (fresh caches, its own peak RSS), and
+speed is reported as a ratio to the baseline measured in the same run.
+
+    python scripts/bench.py               # quick: 200 batches per configuration
+    python scripts/bench.py --full        # one full epoch per configuration
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+# name -> how it trains. "seed" configs use the DataLoader; the others use ablate's engine.
+CONFIGS = {
+    "seed-style, DataLoader workers=0": {"kind": "seed", "workers": 0},
+    "seed-style, DataLoader workers=2": {"kind": "seed", "workers": 2},
+    "ablate engine, contiguous": {"kind": "engine", "channels_last": False},
+    "ablate engine, channels_last": {"kind": "engine", "channels_last": True},
+}
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_one(name: str, step: int, batches: int | None, device: str, threads: int | None) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    import ablate
+    from ablate import data as data_mod
+    from ablate import engine
+
+    spec = CONFIGS[name]
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = ablate.compose([f"step={step}", f"device={device}", "progress=false"])
+    dev = engine.resolve_device(device)
+    engine.seed_everything(0)
+    model = ablate.build_model(cfg).to(dev)
+    n_train = 60_000 if batches is None else batches * cfg.train.batch_size
+    steps = -(-n_train // cfg.train.batch_size)
+    opt, sched, per_batch = engine.make_optimizer(cfg, model, steps)
+
+    if spec["kind"] == "seed":
+        from torch.utils.data import DataLoader, Subset
+        from torchvision import datasets, transforms
+        tf = [transforms.ToTensor(), transforms.Normalize((cfg.data.mean,), (cfg.data.std,))]
+        if cfg.augmentation.rotate is not None:
+            r = cfg.augmentation.rotate
+            tf.insert(0, transforms.RandomRotation((-r.degrees, r.degrees), fill=(r.fill,)))
+        ds = datasets.MNIST(cfg.data.root, train=True, transform=transforms.Compose(tf))
+        ds = Subset(ds, range(n_train))
+        loader = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True,
+                            num_workers=spec["workers"], pin_memory=dev.type == "cuda")
+        model.train()
+        start = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(dev), y.to(dev)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if per_batch:
+                sched.step()
+            loss.item()  # the seed printed the loss every batch
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    else:
+        from omegaconf import OmegaConf
+        OmegaConf.update(cfg, "data.train_subset", None if batches is None else n_train)
+        tensors = data_mod.load(cfg, dev)
+        if spec["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        state = engine.State(model, opt, sched, per_batch)
+        from ablate.augment import Augment
+        aug = Augment(cfg.augmentation, tensors.mean, tensors.std)
+        start = time.perf_counter()
+        engine.train_epoch(state, tensors, aug, cfg.train.batch_size, None)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    out = {"config": name, "step": step, "device": str(dev), "threads": torch.get_num_threads(),
+           "batches": steps, "batch_size": cfg.train.batch_size,
+           "ms_per_batch": 1000 * seconds / steps, "it_per_s": steps / seconds,
+           "epoch_seconds": seconds * (-(-60_000 // cfg.train.batch_size)) / steps,
+           "peak_rss_mb": _peak_mb()}
+    if dev.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--full", action="store_true", help="a full epoch per configuration")
+    ap.add_argument("--batches", type=int, default=200, help="quick mode: batches per configuration")
+    ap.add_argument("--step", type=int, default=7)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names")
+    ap.add_argument("--csv", type=Path, default=REPO / "reports" / "bench.csv")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    batches = None if args.full else args.batches
+    if args.one:  # child process: one configuration, JSON on stdout
+        print(json.dumps(run_one(args.one, args.step, batches, args.device, args.threads)))
+        return 0
+    rows = []
+    for name in args.configs.split(","):
+        cmd = [sys.executable, __file__, "--one", name, "--step", str(args.step), "--device", args.device,
+               "--batches", str(args.batches)] + (["--full"] if args.full else []) \
+            + (["--threads", str(args.threads)] if args.threads else [])
+        print(f"running: {name} ...", file=sys.stderr, flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return 1
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    df = pd.DataFrame(rows)
+    baseline = df[df["config"].str.startswith("seed-style")]["ms_per_batch"].min()
+    df["speedup_vs_best_seed_style"] = baseline / df["ms_per_batch"]
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.csv, index=False)
+    pd.set_option("display.width", 200)
+    print(df.round(2).to_string(index=False))
+    print(f"\nwrote {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
