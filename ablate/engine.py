@@ -1,6 +1,7 @@
 """Engine: the one training loop every job runs, whatever launched it."""
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -126,6 +127,9 @@ def fit(cfg, data: Data, state: State, on_epoch: Callable[[State, dict], None] |
                   mininterval=0.5, dynamic_ncols=True, leave=False) as bar:
             train_loss, train_acc = train_epoch(state, data, augment, t.batch_size, bar if progress else None)
         seconds = time.perf_counter() - start
+        if not math.isfinite(train_loss):  # checked once an epoch: no per-batch sync
+            raise FloatingPointError(f"training diverged in epoch {epoch}: train loss is {train_loss}. "
+                                     f"Lower train.lr (now {t.lr}).")
         test_loss, test_acc = evaluate(state.model, data.test_x, data.test_y, t.eval_batch_size)
         if state.sched is not None and not state.per_batch:
             if isinstance(state.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
