@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -48,6 +49,10 @@ def check_jobs(jobs: list[list[str]]) -> list[str]:
     return fingerprints
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 class AblateCallback(Callback):
     def __init__(self) -> None:
         self.parent_id = None
@@ -77,6 +82,9 @@ class AblateCallback(Callback):
         log.info(f"Sweep {sweep_id}: {len(jobs)} jobs, parent run {self.parent_id}, store {uri}")
         # Hydra skips on_multirun_end when a job raised; atexit still closes the sweep.
         atexit.register(self.finish)
+        # SIGTERM to the sweep would otherwise orphan joblib's workers, which train on;
+        # as KeyboardInterrupt, joblib stops them (their runs resume on the next try).
+        signal.signal(signal.SIGTERM, _interrupt)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         self.finish()
@@ -89,6 +97,8 @@ class AblateCallback(Callback):
             [self.client.get_run(parent_id).info.experiment_id],
             f"tags.`mlflow.parentRunId` = '{parent_id}'")
         failed = [r for r in runs if r.info.status != "FINISHED"]
+        if failed:
+            log.error(f"{len(failed)} of {len(runs)} jobs did not finish:")
         for r in failed:
             log.error(f"  {r.info.status}: {r.info.run_name} ({r.info.run_id}): "
                       f"{r.data.tags.get(tracking.ERROR, '')}")

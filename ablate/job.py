@@ -38,12 +38,13 @@ def _threads(cfg) -> int:
     return cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)
 
 
-def _checkpoint_path(artifact_uri: str) -> Path | None:
-    """Next to the run's artifacts when they are local files; else under the launch dir."""
-    parsed = urlparse(artifact_uri)
+def _checkpoint_path(run_info) -> Path:
+    """Next to the run's artifacts when they are local files; else (a tracking
+    server's artifact store) under <launch dir>/checkpoints/<run id>/."""
+    parsed = urlparse(run_info.artifact_uri)
     if parsed.scheme in ("", "file"):
         return Path(unquote(parsed.path)).parent / "checkpoint.pt"
-    return None
+    return tracking.launch_dir() / "checkpoints" / run_info.run_id / "checkpoint.pt"
 
 
 class Interrupted(Exception):
@@ -82,8 +83,7 @@ def train(cfg) -> Result:
     resume = None
     if not cfg.force and cfg.tracking.checkpoints:
         for r in previous:
-            path = _checkpoint_path(r.info.artifact_uri)
-            if r.info.status in ("RUNNING", "KILLED", "FAILED") and path and path.exists():
+            if r.info.status in ("RUNNING", "KILLED", "FAILED") and _checkpoint_path(r.info).exists():
                 resume = r
                 break
 
@@ -100,8 +100,7 @@ def train(cfg) -> Result:
     mlflow.set_tracking_uri(uri)
     overrides = tracking.job_overrides()
     if resume is not None:
-        ckpt = _checkpoint_path(resume.info.artifact_uri)
-        checkpoint.load(ckpt, state)
+        checkpoint.load(_checkpoint_path(resume.info), state)
         logged = {m.step for m in client.get_metric_history(resume.info.run_id, "test_acc")}
         log.info(f"Resuming run {resume.info.run_id} ({resume.info.run_name}) after epoch {state.epoch}")
         active = mlflow.start_run(run_id=resume.info.run_id)
@@ -115,7 +114,7 @@ def train(cfg) -> Result:
         active = mlflow.start_run(experiment_id=exp_id, run_name=tracking.run_name(overrides), tags=tags,
                                   parent_run_id=os.environ.get(tracking.ENV_PARENT) or None)
     run_id = active.info.run_id
-    ckpt = _checkpoint_path(active.info.artifact_uri) if cfg.tracking.checkpoints else None
+    ckpt = _checkpoint_path(active.info) if cfg.tracking.checkpoints else None
 
     def on_epoch(st: engine.State, metrics: dict) -> None:
         if st.epoch not in logged:  # a resumed epoch that was logged before the kill

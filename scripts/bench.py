@@ -9,6 +9,7 @@ speed is reported as a ratio to the baseline measured in the same run.
 
     python scripts/bench.py               # quick: 200 batches per configuration
     python scripts/bench.py --full        # one full epoch per configuration
+    python scripts/bench.py --sweep       # runs/hour: parallel launcher vs one job at a time
 """
 from __future__ import annotations
 
@@ -105,6 +106,34 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
     return out
 
 
+def sweep_throughput(args) -> pd.DataFrame:
+    """The same small study twice, each in a fresh store: one job at a time (all
+    cores per job) and with the parallel launcher (cores split between jobs)."""
+    import tempfile
+    import mlflow
+    study = ["step=5,6,7", "seed=0,1", f"train.epochs={args.sweep_epochs}",
+             f"data.train_subset={args.sweep_subset}", "progress=false", "report.auto=false"]
+    rows = []
+    for name, launcher in (("one job at a time", []), ("parallel launcher", ["hydra/launcher=parallel"])):
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"running: sweep, {name} ...", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "ablate", "-m", *launcher, *study], cwd=tmp,
+                                  capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            if done.returncode != 0:
+                raise SystemExit(done.stderr)
+            mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+            df = mlflow.search_runs(experiment_names=["ablate"])
+            df = df[df["params.seed"].notna()]
+            rows.append({"config": f"sweep, {name}", "jobs": len(df), "wall_seconds": seconds,
+                         "runs_per_hour": 3600 * len(df) / seconds,
+                         "mean_best_test_acc": df["metrics.best_test_acc"].mean()})
+    out = pd.DataFrame(rows)
+    out["speedup_vs_sequential"] = out["runs_per_hour"] / out["runs_per_hour"].iloc[0]
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true", help="a full epoch per configuration")
@@ -114,11 +143,23 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names")
     ap.add_argument("--csv", type=Path, default=REPO / "reports" / "bench.csv")
+    ap.add_argument("--sweep", action="store_true", help="measure sweep throughput instead")
+    ap.add_argument("--sweep-epochs", type=int, default=1)
+    ap.add_argument("--sweep-subset", type=int, default=12800)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     batches = None if args.full else args.batches
     if args.one:  # child process: one configuration, JSON on stdout
         print(json.dumps(run_one(args.one, args.step, batches, args.device, args.threads)))
+        return 0
+    pd.set_option("display.width", 200)
+    if args.sweep:
+        df = sweep_throughput(args)
+        csv = args.csv.with_name(args.csv.stem + "-sweep.csv")
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(csv, index=False)
+        print(df.round(3).to_string(index=False))
+        print(f"\nwrote {csv}")
         return 0
     rows = []
     for name in args.configs.split(","):
@@ -136,7 +177,6 @@ def main() -> int:
     df["speedup_vs_best_seed_style"] = baseline / df["ms_per_batch"]
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.csv, index=False)
-    pd.set_option("display.width", 200)
     print(df.round(2).to_string(index=False))
     print(f"\nwrote {args.csv}")
     return 0
