@@ -132,9 +132,10 @@ def _is_child(key: str, parents) -> bool:
 
 def changed(a: dict, b: dict, skip: tuple = ()) -> str:
     """Config keys whose values differ, as 'key: old→new; ...'. When a group's choice
-    changed (scheduler: none→onecycle), its detail keys are implied and left out."""
+    changed (scheduler: none→onecycle), detail keys that only one option has are
+    implied and left out; shared ones (model.dropout) are still shown."""
     keys = sorted(k for k in set(a) | set(b) if not _ignored(k) and k not in skip and a.get(k) != b.get(k))
-    keys = [k for k in keys if not _is_child(k, keys)]
+    keys = [k for k in keys if not (_is_child(k, keys) and (k not in a or k not in b))]
     return "; ".join(f"{k}: {a.get(k, '∅')}→{b.get(k, '∅')}" for k in keys)
 
 

@@ -27,10 +27,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 # name -> how it trains. "seed" configs use the DataLoader; the others use ablate's engine.
 CONFIGS = {
-    "seed-style, DataLoader workers=0": {"kind": "seed", "workers": 0},
-    "seed-style, DataLoader workers=2": {"kind": "seed", "workers": 2},
-    "ablate engine, contiguous": {"kind": "engine", "channels_last": False},
-    "ablate engine, channels_last": {"kind": "engine", "channels_last": True},
+    "seed-style DataLoader (workers=0)": {"kind": "seed", "workers": 0},
+    "seed-style DataLoader (workers=2)": {"kind": "seed", "workers": 2},
+    "ablate engine (contiguous)": {"kind": "engine", "channels_last": False},
+    "ablate engine (channels_last)": {"kind": "engine", "channels_last": True},
 }
 
 

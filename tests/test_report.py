@@ -139,3 +139,11 @@ def test_cli_writes_every_output(study, tmp_path, capsys):
     assert "| step=3 |" in md and "norm: none→bn_before_relu" in md
     assert pd.read_csv(tmp_path / "r" / "summary.csv")["n"].tolist() == [3, 3, 3]
     assert "step=2" in capsys.readouterr().out
+
+
+def test_changed_keeps_shared_details_and_drops_option_specific_ones():
+    a = {"model": "base", "model.dropout": "0.0", "scheduler": "none", "seed": "0"}
+    b = {"model": "narrow", "model.dropout": "0.05", "scheduler": "onecycle",
+         "scheduler.pct_start": "0.3", "seed": "1"}
+    assert report.changed(a, b) == ("model: base→narrow; model.dropout: 0.0→0.05; "
+                                    "scheduler: none→onecycle")
