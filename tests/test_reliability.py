@@ -73,6 +73,24 @@ def test_kill_9_then_rerun_resumes_to_the_same_result(tmp_path, tiny_data):
 
 
 @pytest.mark.slow
+def test_sigterm_marks_the_run_killed_and_a_rerun_resumes_it(tmp_path, tiny_data):
+    args = [f"data.root={tiny_data}", *FAST, "train.epochs=8"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 2/8"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert list(finished_runs(tmp_path / "mlflow.db")["status"]) == ["KILLED"]
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0 and "Resuming run" in again.stdout
+    assert list(finished_runs(tmp_path / "mlflow.db")["status"]) == ["FINISHED"]
+
+
+@pytest.mark.slow
 def test_one_failing_job_does_not_stop_the_sweep(tmp_path, tiny_data):
     out = run_cli(["-m", "train.lr=0.01,0.02,1e9,0.03", f"data.root={tiny_data}", *FAST,
                    "train.epochs=1", "report.auto=false"], cwd=tmp_path)
@@ -82,7 +100,7 @@ def test_one_failing_job_does_not_stop_the_sweep(tmp_path, tiny_data):
     failed = df[df["status"] == "FAILED"].iloc[0]
     assert failed["params.train.lr"] == "1000000000.0"
     assert "diverged" in failed["tags.ablate.error"]
-    assert "FAILED: train.lr=1e9" in out.stdout + out.stderr
+    assert f"FAILED: {failed['tags.mlflow.runName']} ({failed['run_id']})" in out.stdout + out.stderr
 
 
 @pytest.mark.slow
