@@ -1,7 +1,6 @@
 """Model: one generic builder turns a block list from conf/model/*.yaml into a CNN."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ablate.config import ConfigError

@@ -1,6 +1,5 @@
 """Data loading through torchvision: real IDX parsing, archives, subsets, errors."""
 import gzip
-import os
 import stat
 
 import numpy as np
