@@ -18,6 +18,11 @@ NON_RESULT_KEYS = ("tracking", "report", "force", "progress", "device",
 NORMS = ("none", "bn_before_relu", "bn_after_relu")
 
 
+def is_non_result(key: str) -> bool:
+    """True for a NON_RESULT_KEYS entry or any key below one."""
+    return any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
+
+
 class ConfigError(ValueError):
     """A bad config value: one line that names the key and what is allowed."""
 
@@ -93,8 +98,7 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
 def fingerprint(cfg: DictConfig) -> str:
     """Stable hash of everything that changes results (see NON_RESULT_KEYS)."""
     params = flatten(cfg)
-    kept = {k: v for k, v in params.items()
-            if not any(k == drop or k.startswith(drop + ".") for drop in NON_RESULT_KEYS)}
+    kept = {k: v for k, v in params.items() if not is_non_result(k)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ablate.augment import Augment
+from ablate.config import ConfigError
 from ablate.data import Data
 
 
@@ -21,7 +22,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        from ablate.config import ConfigError
         raise ConfigError("device='cuda' is invalid: no CUDA device is visible. Fix it with `device=cpu`.")
     return torch.device(name)
 

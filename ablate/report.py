@@ -22,12 +22,12 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ablate import tracking
-from ablate.config import NON_RESULT_KEYS
+from ablate.config import is_non_result
 
 log = logging.getLogger(__name__)
 METRICS = ("best_test_acc", "final_test_acc")
 # Params that never define a configuration: the seed is what we pool over.
-IGNORED = {"seed", "param_count", *NON_RESULT_KEYS}
+POOLED = {"seed", "param_count"}
 
 
 class ReportError(RuntimeError):
@@ -46,7 +46,7 @@ class Report:
 # ----------------------------------------------------------------------------- loading
 
 def _ignored(param: str) -> bool:
-    return any(param == k or param.startswith(k + ".") for k in IGNORED)
+    return param in POOLED or is_non_result(param)
 
 
 def load_runs(uri: str, experiment: str, sweep_id: str | None = None, run_filter: str = "",

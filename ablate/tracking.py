@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from ablate.config import NON_RESULT_KEYS
+from ablate.config import is_non_result
 
 FINGERPRINT = "ablate.fingerprint"
 SWEEP_ID = "ablate.sweep_id"
@@ -79,7 +79,7 @@ def run_name(overrides: list[str]) -> str:
     kept = []
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+~")
-        if key.startswith("hydra") or any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS):
+        if key.startswith("hydra") or is_non_result(key):
             continue
         if not swept or key in swept:
             kept.append(o.replace('"', "").replace("'", ""))
