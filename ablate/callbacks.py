@@ -49,6 +49,15 @@ def check_jobs(jobs: list[list[str]]) -> list[str]:
     return fingerprints
 
 
+def parallel_jobs(launcher: DictConfig, n_jobs: int) -> int:
+    """How many jobs share this machine's cores at once, so each takes its share."""
+    if "n_jobs" in launcher:  # joblib
+        return (os.cpu_count() or 1) if launcher.n_jobs == -1 else launcher.n_jobs
+    if str(launcher.get("_target_", "")).endswith("LocalLauncher"):
+        return n_jobs  # submitit_local starts every job of the sweep at once
+    return 1  # basic launcher: one after another; SLURM: each job has its own CPUs
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -67,7 +76,7 @@ class AblateCallback(Callback):
         exp_id = tracking.ensure_experiment(uri, config.tracking.experiment)
         self.client, self.cfg = MlflowClient(uri), config
         sweep_id = uuid.uuid4().hex[:12]
-        n_jobs = config.hydra.launcher.get("n_jobs") or 1
+        n_jobs = parallel_jobs(config.hydra.launcher, len(jobs))
         parent = self.client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags={
             tracking.SWEEP_ID: sweep_id,
             "ablate.command": " ".join(["python -m ablate", *sys.argv[1:]]),
@@ -77,7 +86,7 @@ class AblateCallback(Callback):
         os.environ.update({
             tracking.ENV_SWEEP_ID: sweep_id, tracking.ENV_PARENT: self.parent_id,
             tracking.ENV_SWEEP_KEYS: ",".join(swept),
-            tracking.ENV_JOBS: str(os.cpu_count() if n_jobs == -1 else n_jobs),
+            tracking.ENV_JOBS: str(n_jobs),
         })
         log.info(f"Sweep {sweep_id}: {len(jobs)} jobs, parent run {self.parent_id}, store {uri}")
         # Hydra skips on_multirun_end when a job raised; atexit still closes the sweep.

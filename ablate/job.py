@@ -34,8 +34,14 @@ class Result:
 
 
 def _threads(cfg) -> int:
-    jobs = int(os.environ.get(tracking.ENV_JOBS, "1"))
-    return cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)
+    """Torch threads: the config's, else SLURM's CPUs for this task, else the cores
+    this process may use split between the jobs running beside it."""
+    if cfg.train.threads:
+        return cfg.train.threads
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get(tracking.ENV_JOBS, "1")))
 
 
 def _checkpoint_path(run_info) -> Path:
@@ -132,7 +138,9 @@ def train(cfg) -> Result:
             final = state.history[-1]["test_acc"]
             mlflow.log_metrics({"best_test_acc": state.best_acc, "best_epoch": state.best_epoch,
                                 "final_test_acc": final})
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted, SystemExit):
+        # SystemExit: submitit's preemption handler requeues the job and exits from
+        # inside training. KILLED, not MLflow's atexit FINISHED, so the requeued job resumes.
         mlflow.end_run("KILLED")
         raise
     except Exception as exc:
