@@ -49,8 +49,9 @@ def ensure_experiment(uri: str, name: str) -> str:
     location = None
     if uri.startswith("sqlite:////"):  # artifacts beside the db, whatever the cwd
         location = (Path(uri[len("sqlite:///"):]).parent / "mlruns" / name).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
+    try:  # the kind tag opens MLflow 3's UI on its training-runs view, not GenAI's
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     except mlflow.exceptions.MlflowException:  # another process created it first
         return client.get_experiment_by_name(name).experiment_id
 
