@@ -62,3 +62,44 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, backend: str | None = None, timeout: float = 90):
+    """scripts/tracking_server.py as a user starts it: a real `mlflow server`
+    process on loopback. Returns (url, process) once /health answers."""
+    import time
+    import urllib.request
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "scripts" / "tracking_server.py"), "--dir", str(root),
+           "--port", str(port), "--workers", "1"]
+    if backend:
+        cmd += ["--backend-store-uri", backend]
+    log = open(root.parent / f"server-{port}.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {Path(log.name).read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return url, proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"mlflow server did not answer in {timeout} s: {Path(log.name).read_text()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
