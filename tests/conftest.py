@@ -71,7 +71,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(root: Path, backend: str | None = None, timeout: float = 90):
+def start_server(root: Path, backend: str | None = None, timeout: float = 90,
+                 extra: list[str] = (), env: dict | None = None):
     """scripts/tracking_server.py as a user starts it: a real `mlflow server`
     process on loopback. Returns (url, process) once /health answers."""
     import time
@@ -81,8 +82,9 @@ def start_server(root: Path, backend: str | None = None, timeout: float = 90):
            "--port", str(port), "--workers", "1"]
     if backend:
         cmd += ["--backend-store-uri", backend]
-    log = open(root.parent / f"server-{port}.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    log = open(root.parent / f"server-{port}.log", "w")  # noqa: SIM115  the server writes it until stopped
+    proc = subprocess.Popen([*cmd, *extra], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:

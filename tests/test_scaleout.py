@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
@@ -144,6 +143,32 @@ def test_submitit_local_sweep_into_mlflow_server_on_sqlite(sqlite_server):
     assert list((root / "server" / "artifacts").rglob("config.yaml"))
 
 
+@pytest.mark.slow
+def test_basic_auth_server_refuses_anonymous_clients_and_takes_jobs_with_credentials(tmp_path, tiny_data,
+                                                                                    monkeypatch):
+    pytest.importorskip("flask_wtf", reason="basic-auth needs mlflow[auth]: pip install 'ablate[server]'")
+    import urllib.error
+    import urllib.request
+    url, proc = start_server(tmp_path / "server", extra=["--app-name", "basic-auth"],
+                             env={"MLFLOW_AUTH_ADMIN_PASSWORD": "test-admin-pass"})
+    try:
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1")
+        assert denied.value.code == 401
+        creds = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "test-admin-pass"}
+        res = run_cli([f"data.root={tiny_data}", f"tracking.uri={url}", *FAST, "train.epochs=1"],
+                      cwd=tmp_path, env=creds)
+        assert res.returncode == 0, res.stderr[-3000:]
+        for k, v in creds.items():  # this process's client signs in the same way
+            monkeypatch.setenv(k, v)
+        client = MlflowClient(url)
+        runs = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
+        assert [r.info.status for r in runs] == ["FINISHED"]
+    finally:
+        stop(proc)
+    assert (tmp_path / "server" / "basic_auth.db").exists(), "the user store lives in --dir"
+
+
 def _pg_bin(name: str) -> str | None:
     found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found if isinstance(found, str) else (found[-1] if found else None)
@@ -196,11 +221,13 @@ def test_submitit_local_sweep_into_mlflow_server_on_postgresql(tmp_path, tiny_da
 
 # --- preemption -----------------------------------------------------------------
 
-def _submitit_tasks() -> list[int]:
+def _submitit_tasks(under: Path) -> list[int]:
+    """The job processes submitit started for this test's sweep (run from `under`)."""
     pids = []
     for d in Path("/proc").iterdir():
         try:
-            if d.name.isdigit() and b"submitit.core._submit" in (d / "cmdline").read_bytes():
+            cmdline = (d / "cmdline").read_bytes() if d.name.isdigit() else b""
+            if b"submitit.core._submit" in cmdline and Path(os.readlink(d / "cwd")) == under:
                 pids.append(int(d.name))
         except OSError:
             pass
@@ -216,16 +243,14 @@ def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path, tiny_data):
     proc = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sent, deadline = False, time.time() + 400
     while proc.poll() is None and time.time() < deadline and not sent:
         time.sleep(0.5)
-        try:  # preempt once any job has logged two epochs
-            runs = MlflowClient(store).search_runs(["1"], "tags.`mlflow.parentRunId` != ''")
-        except Exception:  # store not created yet
-            continue
-        if any(len(MlflowClient(store).get_metric_history(r.info.run_id, "test_acc")) >= 2 for r in runs):
-            for pid in _submitit_tasks():
+        # Preempt once a job's log shows two epochs (the logs, not the store: a client
+        # polling a fresh sqlite file would race the sweep's schema migration).
+        logs = tmp_path.glob("multirun/*/*/.submitit/*/*_log.out")
+        if any("epoch 2/8" in p.read_text() for p in logs):
+            for pid in _submitit_tasks(tmp_path):
                 os.kill(pid, signal.SIGUSR2)
             sent = True
     out, _ = proc.communicate(timeout=400)
@@ -233,7 +258,7 @@ def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path, tiny_data):
     assert proc.returncode == 0, out[-3000:]
     logs = "".join(p.read_text() for p in tmp_path.glob("multirun/*/*/.submitit/*/*_log.out"))
     assert "Requeued job" in logs and "Resuming run" in logs, logs[-3000:]
-    client, parent, children = sweep_runs(store)
+    client, parent, children = sweep_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert len(children) == 2 and parent.info.status == "FINISHED"
     for r in children:
         assert r.info.status == "FINISHED"
