@@ -5,6 +5,7 @@ from torch import nn
 
 import ablate
 from ablate.config import ConfigError
+from ablate.model import Dropout
 
 
 def first_block_types(norm):
@@ -13,9 +14,9 @@ def first_block_types(norm):
 
 
 def test_norm_order_changes_the_layer_order():
-    assert first_block_types("bn_before_relu") == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Dropout]
-    assert first_block_types("bn_after_relu") == [nn.Conv2d, nn.ReLU, nn.BatchNorm2d, nn.Dropout]
-    assert first_block_types("none") == [nn.Conv2d, nn.ReLU, nn.Dropout]
+    assert first_block_types("bn_before_relu") == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, Dropout]
+    assert first_block_types("bn_after_relu") == [nn.Conv2d, nn.ReLU, nn.BatchNorm2d, Dropout]
+    assert first_block_types("none") == [nn.Conv2d, nn.ReLU, Dropout]
 
 
 def test_the_head_has_no_norm_and_outputs_logits():
@@ -39,3 +40,28 @@ def test_a_model_that_shrinks_below_one_pixel_is_refused():
     cfg = ablate.compose(["model=deep", "model.blocks=[pool,pool,pool,pool,pool]"])
     with pytest.raises(ConfigError, match="below 1x1"):
         ablate.build_model(cfg)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cpu_dropout_is_dropout(layout):
+    """The cheaper mask keeps dropout's maths: each element zeroed with probability p
+    (to 1/65536), survivors scaled by 1/(1-p), gradient through the same mask,
+    identity in eval, and the same mask for the same seed."""
+    d = Dropout(0.05)
+    x = torch.randn(64, 16, 24, 24).to(memory_format=layout).requires_grad_()
+    torch.manual_seed(1)
+    y = d(x)
+    dropped = (y == 0).float().mean().item()
+    n = x.numel()
+    assert abs(dropped - 0.05) < 4 * (0.05 * 0.95 / n) ** 0.5  # within 4 standard errors
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.95)
+    y.sum().backward()
+    assert torch.allclose(x.grad, kept.float() / 0.95)
+    torch.manual_seed(1)
+    assert torch.equal(d(x), y)
+    # lanes are independent of layout position: no stripes along the channel axis
+    per_channel = (y == 0).float().mean(dim=(0, 2, 3))
+    assert per_channel.min() > 0.03 and per_channel.max() < 0.07
+    d.eval()
+    assert torch.equal(d(x), x)
