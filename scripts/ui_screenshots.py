@@ -61,9 +61,10 @@ def show_columns(page, names: list[str]) -> None:
 
 def close_assistant(page) -> None:
     """MLflow 3's chat panel takes a third of the width; it may not be there at all."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     try:
         page.locator("[data-assistant-ui] button[aria-label=Close]").first.click(timeout=5000)
-    except Exception:  # an older UI without the panel
+    except PlaywrightTimeout:  # an older UI without the panel
         pass
 
 
