@@ -12,6 +12,7 @@ import base64
 import logging
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,15 +114,19 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict:
     """b - a for one metric: paired by seed when both have the same seeds, else Welch."""
     sa, sb = a.set_index("seed")[metric], b.set_index("seed")[metric]
     paired = set(sa.index) == set(sb.index) and len(sa) >= 2
-    if paired:
-        sb = sb.loc[sa.index]
-        test = stats.ttest_rel(sb.to_numpy(), sa.to_numpy())
-    elif len(sa) >= 2 and len(sb) >= 2:
-        test = stats.ttest_ind(sb.to_numpy(), sa.to_numpy(), equal_var=False)
-    else:
+    if not paired and (len(sa) < 2 or len(sb) < 2):
         return {"delta": sb.mean() - sa.mean(), "ci_lo": math.nan, "ci_hi": math.nan,
                 "p": math.nan, "test": "none (n<2)"}
-    ci = test.confidence_interval(0.95)
+    with warnings.catch_warnings():
+        # Equal differences on every seed (say, all at 100%) have zero variance: scipy
+        # warns of precision loss on every sweep; the interval is then just the point.
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        if paired:
+            sb = sb.loc[sa.index]
+            test = stats.ttest_rel(sb.to_numpy(), sa.to_numpy())
+        else:
+            test = stats.ttest_ind(sb.to_numpy(), sa.to_numpy(), equal_var=False)
+        ci = test.confidence_interval(0.95)
     return {"delta": float(sb.mean() - sa.mean()), "ci_lo": float(ci.low), "ci_hi": float(ci.high),
             "p": float(test.pvalue), "test": "paired t" if paired else "Welch t"}
 

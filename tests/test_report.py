@@ -147,3 +147,18 @@ def test_changed_keeps_shared_details_and_drops_option_specific_ones():
          "scheduler.pct_start": "0.3", "seed": "1"}
     assert report.changed(a, b) == ("model: base→narrow; model.dropout: 0.0→0.05; "
                                     "scheduler: none→onecycle")
+
+
+def test_equal_deltas_on_every_seed_give_a_point_interval_without_warnings():
+    import warnings
+
+    import pandas as pd
+
+    from ablate.report import compare
+    a = pd.DataFrame({"seed": [0, 1, 2], "acc": [10.0, 20.0, 30.0]})
+    b = pd.DataFrame({"seed": [0, 1, 2], "acc": [11.0, 21.0, 31.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's precision-loss warning would fail here
+        out = compare(a, b, "acc")
+    assert out["test"] == "paired t"
+    assert out["delta"] == out["ci_lo"] == out["ci_hi"] == 1.0
