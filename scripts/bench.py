@@ -8,6 +8,7 @@ configuration runs in its own subprocess (fresh caches, its own peak RSS), and
 speed is reported as a ratio to the baseline measured in the same run.
 
     python scripts/bench.py               # quick: 200 batches per configuration
+    python scripts/bench.py --repeats 3   # three interleaved rounds, medians
     python scripts/bench.py --full        # one full epoch per configuration
     python scripts/bench.py --sweep       # runs/hour: parallel launcher vs one job at a time
 """
@@ -150,6 +151,8 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="rounds over all configurations, interleaved; the table shows each one's median")
     ap.add_argument("--csv", type=Path, default=REPO / "reports" / "bench.csv")
     ap.add_argument("--sweep", action="store_true", help="measure sweep throughput instead")
     ap.add_argument("--sweep-epochs", type=int, default=1)
@@ -170,17 +173,27 @@ def main() -> int:
         print(f"\nwrote {csv}")
         return 0
     rows = []
-    for name in args.configs.split(","):
-        cmd = [sys.executable, __file__, "--one", name, "--step", str(args.step), "--device", args.device,
-               "--batches", str(args.batches)] + (["--full"] if args.full else []) \
-            + (["--threads", str(args.threads)] if args.threads else [])
-        print(f"running: {name} ...", file=sys.stderr, flush=True)
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            return 1
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    df = pd.DataFrame(rows)
+    # Rounds interleave the configurations, so a slow spell on a shared machine
+    # hits all of them rather than one; the median per configuration is reported.
+    for r in range(args.repeats):
+        for name in args.configs.split(","):
+            cmd = [sys.executable, __file__, "--one", name, "--step", str(args.step), "--device", args.device,
+                   "--batches", str(args.batches)] + (["--full"] if args.full else []) \
+                + (["--threads", str(args.threads)] if args.threads else [])
+            print(f"running: {name} (round {r + 1}/{args.repeats}) ...", file=sys.stderr, flush=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            if done.returncode != 0:
+                print(done.stderr, file=sys.stderr)
+                return 1
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    runs = pd.DataFrame(rows)
+    df = runs.groupby("config", sort=False).median(numeric_only=True).reset_index()
+    df["ms_per_batch_min"] = runs.groupby("config", sort=False)["ms_per_batch"].min().to_numpy()
+    df["ms_per_batch_max"] = runs.groupby("config", sort=False)["ms_per_batch"].max().to_numpy()
+    df["rounds"] = args.repeats
+    df.insert(1, "device", runs.groupby("config", sort=False)["device"].first().to_numpy())
+    for col in ("step", "threads", "batches", "batch_size"):
+        df[col] = df[col].astype(int)
     baseline = df[df["config"].str.startswith("seed-style")]["ms_per_batch"].min()
     df["speedup_vs_best_seed_style"] = baseline / df["ms_per_batch"]
     args.csv.parent.mkdir(parents=True, exist_ok=True)
