@@ -4,6 +4,7 @@ requeue after preemption, and the MLflow UI in headless Chromium."""
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -57,6 +58,14 @@ def check_sweep_on_server(url: str, cwd: Path) -> None:
     assert not (cwd / "mlflow.db").exists(), "nothing went to the default local store"
 
 
+def script(name: str):
+    """A module from scripts/ (not a package), imported by path."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # --- presets -------------------------------------------------------------------
 
 def launcher_cfg(*overrides):
@@ -102,11 +111,7 @@ def test_threads_per_job_follow_the_launcher():
 
 
 def test_tracking_server_binds_to_loopback_unless_asked(tmp_path):
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import tracking_server
-    finally:
-        sys.path.pop(0)
+    tracking_server = script("tracking_server")
     import argparse
     ns = argparse.Namespace(dir=str(tmp_path), backend_store_uri=None, artifacts_destination=None,
                             host="127.0.0.1", port=5000, workers=2, app_name=None)
@@ -270,11 +275,7 @@ def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path, tiny_data):
 
 @pytest.mark.slow
 def test_mlflow_ui_shows_the_sweep_in_headless_chromium(tmp_path, sqlite_server):
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import ui_screenshots
-    finally:
-        sys.path.pop(0)
+    ui_screenshots = script("ui_screenshots")
     chromium = ui_screenshots.find_chromium()
     if chromium is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
