@@ -1,29 +1,46 @@
 """Model: one generic builder turns a block list from conf/model/*.yaml into a CNN."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ablate.config import ConfigError
 
 
+def drop_positions(n: int, p: float, device=None, sigmas: float = 6.0) -> torch.Tensor:
+    """Sorted indices of the dropped elements among n i.i.d. Bernoulli(p) trials.
+    The gap before each drop is Geometric(p), floor(log(1-u) / log(1-p)) for uniform u,
+    so only about n*p random numbers are drawn instead of n."""
+    log_q = math.log1p(-p)
+    chunks, start = [], 0
+    while start < n:  # one pass almost always: a margin of 6 sigmas rarely runs short
+        k = max(16, int((n - start) * p + sigmas * math.sqrt((n - start) * p * (1 - p))) + 16)
+        gaps = torch.log1p(-torch.rand(k, device=device)).div_(log_q).floor_().long()
+        pos = gaps.add_(1).cumsum_(0).add_(start - 1)
+        chunks.append(pos)
+        start = int(pos[-1]) + 1
+    pos = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+    return pos[:torch.searchsorted(pos, n)]
+
+
 class Dropout(nn.Dropout):
-    """nn.Dropout with a cheaper mask on CPU. torch's CPU bernoulli_ draws one 32-bit
+    """nn.Dropout with a cheaper mask on CPU. torch's CPU bernoulli_ draws a random
     number per element and took 35% of a step-7 training step (torch.profiler, 2
-    threads); here one 64-bit draw gives four 16-bit lanes, so p is used as a
-    multiple of 1/65536 (0.05 -> 0.050003). On a GPU, torch's own dropout is kept."""
+    threads); here only the dropped positions are drawn (`drop_positions`), which is
+    3x cheaper than four 16-bit lanes per 64-bit draw and 10x cheaper than torch's
+    at p=0.05 (scripts/bench.py). On a GPU, torch's own dropout is kept."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu":
+        if not self.training or not 0 < self.p < 1 or x.device.type != "cpu":
             return super().forward(x)
         n = x.numel()
-        words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
-        lanes = words.view(torch.int16)[:n]  # uniform over [-32768, 32767]
-        # i.i.d. lanes in x's own layout (channels_last too): no layout-mixing multiply
+        mask = torch.full((n,), 1.0 / (1.0 - self.p), dtype=x.dtype, device=x.device)
+        mask.index_fill_(0, drop_positions(n, self.p, x.device), 0.0)
+        # the mask in x's own layout (channels_last too): no layout-mixing multiply
         dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
-        lanes = lanes.as_strided(x.shape, x.stride()) if dense else lanes.view(x.shape)
-        keep = lanes >= -32768 + round(self.p * 65536)
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * (mask.as_strided(x.shape, x.stride()) if dense else mask.view(x.shape))
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, norm: str, dropout: float):

@@ -5,7 +5,7 @@ from torch import nn
 
 import ablate
 from ablate.config import ConfigError
-from ablate.model import Dropout
+from ablate.model import Dropout, drop_positions
 
 
 def first_block_types(norm):
@@ -44,8 +44,8 @@ def test_a_model_that_shrinks_below_one_pixel_is_refused():
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_cpu_dropout_is_dropout(layout):
-    """The cheaper mask keeps dropout's maths: each element zeroed with probability p
-    (to 1/65536), survivors scaled by 1/(1-p), gradient through the same mask,
+    """The cheaper mask keeps dropout's maths: each element zeroed with probability p,
+    survivors scaled by 1/(1-p), gradient through the same mask,
     identity in eval, and the same mask for the same seed."""
     d = Dropout(0.05)
     x = torch.randn(64, 16, 24, 24).to(memory_format=layout).requires_grad_()
@@ -60,8 +60,30 @@ def test_cpu_dropout_is_dropout(layout):
     assert torch.allclose(x.grad, kept.float() / 0.95)
     torch.manual_seed(1)
     assert torch.equal(d(x), y)
-    # lanes are independent of layout position: no stripes along the channel axis
+    # the mask is laid out like x: no stripes along the channel axis
     per_channel = (y == 0).float().mean(dim=(0, 2, 3))
     assert per_channel.min() > 0.03 and per_channel.max() < 0.07
     d.eval()
     assert torch.equal(d(x), x)
+
+
+@pytest.mark.parametrize("sigmas", [6.0, -3.0])  # -3: too few draws, so the refill loop runs
+def test_drop_positions_are_bernoulli_trials(sigmas):
+    """Geometric gaps give i.i.d. Bernoulli(p) drops: sorted unique indices below n, the
+    right rate overall and at each position, including the first and the last."""
+    torch.manual_seed(0)
+    n, p, trials = 200, 0.1, 4000
+    hits = torch.zeros(n)
+    for _ in range(trials):
+        pos = drop_positions(n, p, sigmas=sigmas)
+        assert torch.all(pos[1:] > pos[:-1]) and (len(pos) == 0 or 0 <= pos[0] <= pos[-1] < n)
+        hits[pos] += 1
+    rate = hits / trials
+    se = (p * (1 - p) / trials) ** 0.5
+    assert abs(rate.mean().item() - p) < 4 * se / n ** 0.5
+    assert (rate - p).abs().max().item() < 5 * se  # no position is favoured (200 positions)
+    assert abs(rate[0].item() - p) < 4 * se and abs(rate[-1].item() - p) < 4 * se
+    torch.manual_seed(1)
+    a = drop_positions(10_000, 0.05, sigmas=sigmas)
+    torch.manual_seed(1)
+    assert torch.equal(drop_positions(10_000, 0.05, sigmas=sigmas), a)
