@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ablate.config import ConfigError
@@ -43,6 +44,49 @@ class Dropout(nn.Dropout):
         return x * (mask.as_strided(x.shape, x.stride()) if dense else mask.view(x.shape))
 
 
+class _ReLUDropout(torch.autograd.Function):
+    """max(y, 0) with the given positions of y's memory zeroed. The backward is ReLU's:
+    a dropped position reads as inactive, so it passes no gradient, as under dropout."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        out = y.clamp_min(0)
+        # a 1-D view of out's memory (NCHW or channels_last): dropout's positions are i.i.d.
+        (out if out.is_contiguous() else out.permute(0, 2, 3, 1)).view(-1).index_fill_(0, positions, 0.0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0), None
+
+
+class ConvBlock(nn.Sequential):
+    """conv -> norm/ReLU in the configured order -> dropout.
+
+    On CPU in training, conv -> BatchNorm -> ReLU -> dropout runs fused: dropout's
+    1/(1-p) moves into BatchNorm's weight and bias (relu(s*y) = s*relu(y) for s > 0, and
+    autograd carries the gradient through the product) and ReLU zeroes the dropped
+    positions itself. That is 2 passes over the activations instead of 5, the same
+    maths to float rounding (tests/test_model.py); it buys about 15% of a step-7 step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and x.device.type == "cpu" and len(self) == 4
+                and isinstance(self[1], nn.BatchNorm2d) and isinstance(self[2], nn.ReLU)
+                and isinstance(self[3], Dropout) and 0 < self[3].p < 1):
+            return super().forward(x)
+        conv, bn, relu, drop = self
+        y = conv(x)
+        if not (y.is_contiguous() or y.is_contiguous(memory_format=torch.channels_last)):
+            return drop(relu(bn(y)))
+        s = 1.0 / (1.0 - drop.p)
+        bn.num_batches_tracked.add_(1)  # what nn.BatchNorm2d does in training
+        y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight * s, bn.bias * s,
+                         True, bn.momentum, bn.eps)
+        return _ReLUDropout.apply(y, drop_positions(y.numel(), drop.p, y.device))
+
+
 def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, norm: str, dropout: float):
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False)]
     if norm == "bn_before_relu":
@@ -53,7 +97,7 @@ def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, norm: str, dro
         layers += [nn.ReLU()]
     if dropout > 0:
         layers.append(Dropout(dropout))
-    return nn.Sequential(*layers)
+    return ConvBlock(*layers)
 
 
 def build_model(cfg) -> nn.Sequential:

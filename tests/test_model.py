@@ -87,3 +87,32 @@ def test_drop_positions_are_bernoulli_trials(sigmas):
     a = drop_positions(10_000, 0.05, sigmas=sigmas)
     torch.manual_seed(1)
     assert torch.equal(drop_positions(10_000, 0.05, sigmas=sigmas), a)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fused_block_is_the_unfused_maths(layout):
+    """The CPU training path of conv -> BN -> ReLU -> dropout (ReLU and dropout fused,
+    dropout's scale in BN's affine) gives the unfused block's outputs, gradients and
+    BN statistics for the same seed; in eval the block is the plain Sequential."""
+    torch.manual_seed(0)
+    block = ablate.build_model(ablate.compose(["step=7"]))[1].to(memory_format=layout)
+    assert [type(m) for m in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, Dropout]
+    x = torch.randn(64, 8, 26, 26).to(memory_format=layout).requires_grad_()
+    start = {k: v.clone() for k, v in block.state_dict().items()}
+    results = []
+    for forward in (block.forward, lambda t: nn.Sequential.forward(block, t)):
+        block.load_state_dict(start)
+        block.zero_grad()
+        x.grad = None
+        torch.manual_seed(1)
+        y = forward(x)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results.append([y, x.grad, *(p.grad for p in block.parameters()),
+                        *(b.clone() for b in block[1].buffers())])
+    fused, plain = results
+    assert (fused[0] == 0).float().mean() > 0.5  # ReLU and dropout both zero something
+    assert torch.equal(fused[0] == 0, plain[0] == 0)
+    for a, b in zip(fused, plain):  # float rounding only, relative to each tensor's scale
+        assert (a.float() - b.float()).abs().max() <= 1e-4 * b.float().abs().max()
+    block.eval()
+    assert torch.equal(block(x), nn.Sequential.forward(block, x))
