@@ -27,12 +27,14 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 # name -> how it trains. "seed" configs use the DataLoader; the others use ablate's engine.
 # The seed-style loop is the seed's code: torchvision + PIL transforms + DataLoader,
-# torch's own nn.Dropout. The engine rows use ablate's (cheaper-mask) Dropout unless
-# "torch_dropout" says otherwise, so that trick's share shows on its own row.
+# torch's own nn.Dropout. The engine rows use ablate's (cheaper-mask) Dropout and its
+# fused conv->BN->ReLU->dropout blocks unless "torch_dropout" or "unfused" says otherwise,
+# so each trick's share shows on its own row.
 CONFIGS = {
     "seed-style DataLoader (workers=0)": {"kind": "seed", "workers": 0, "torch_dropout": True},
     "seed-style DataLoader (workers=2)": {"kind": "seed", "workers": 2, "torch_dropout": True},
     "ablate engine (contiguous; torch dropout)": {"kind": "engine", "channels_last": False, "torch_dropout": True},
+    "ablate engine (contiguous; unfused)": {"kind": "engine", "channels_last": False, "unfused": True},
     "ablate engine (contiguous)": {"kind": "engine", "channels_last": False},
     "ablate engine (channels_last)": {"kind": "engine", "channels_last": True},
 }
@@ -62,6 +64,11 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
         for m in model.modules():
             if isinstance(m, Dropout):
                 m.__class__ = torch.nn.Dropout  # same p, torch's bernoulli_ mask
+    if spec.get("unfused"):
+        from ablate.model import ConvBlock
+        for m in model.modules():
+            if isinstance(m, ConvBlock):
+                m.__class__ = torch.nn.Sequential  # each layer on its own, as built
     n_train = 60_000 if batches is None else batches * cfg.train.batch_size
     steps = -(-n_train // cfg.train.batch_size)
     opt, sched, per_batch = engine.make_optimizer(cfg, model, steps)
