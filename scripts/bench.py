@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 # The seed-style loop is the seed's code: torchvision + PIL transforms + DataLoader,
 # torch's own nn.Dropout. The engine rows use ablate's (cheaper-mask) Dropout and its
 # fused conv->BN->ReLU->dropout blocks unless "torch_dropout" or "unfused" says otherwise,
-# so each trick's share shows on its own row.
+# so each trick's share shows on its own row (torch's dropout runs unfused too: the
+# fused block needs ablate's).
 CONFIGS = {
     "seed-style DataLoader (workers=0)": {"kind": "seed", "workers": 0, "torch_dropout": True},
     "seed-style DataLoader (workers=2)": {"kind": "seed", "workers": 2, "torch_dropout": True},
