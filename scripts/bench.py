@@ -11,6 +11,7 @@ speed is reported as a ratio to the baseline measured in the same run.
     python scripts/bench.py --repeats 3   # three interleaved rounds, medians
     python scripts/bench.py --full        # one full epoch per configuration
     python scripts/bench.py --sweep       # runs/hour: parallel launcher vs one job at a time
+    python scripts/bench.py --profile "ablate engine (channels_last)"   # per-op time
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def run_one(name: str, step: int, batches: int | None, device: str, threads: int | None) -> dict:
+def run_one(name: str, step: int, batches: int | None, device: str, threads: int | None,
+            profile: bool = False) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -109,7 +111,13 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
         from ablate.augment import Augment
         aug = Augment(cfg.augmentation, tensors.mean, tensors.std)
         start = time.perf_counter()
-        engine.train_epoch(state, tensors, aug, cfg.train.batch_size, None)
+        if profile:  # where a training step's time goes, per op, on stderr
+            from torch.profiler import profile as torch_profile
+            with torch_profile() as prof:
+                engine.train_epoch(state, tensors, aug, cfg.train.batch_size, None)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
+        else:
+            engine.train_epoch(state, tensors, aug, cfg.train.batch_size, None)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -165,9 +173,13 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="measure sweep throughput instead")
     ap.add_argument("--sweep-epochs", type=int, default=1)
     ap.add_argument("--sweep-subset", type=int, default=12800)
+    ap.add_argument("--profile", metavar="CONFIG", help="print torch.profiler's table for one engine configuration")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     batches = None if args.full else args.batches
+    if args.profile:
+        run_one(args.profile, args.step, batches, args.device, args.threads, profile=True)
+        return 0
     if args.one:  # child process: one configuration, JSON on stdout
         print(json.dumps(run_one(args.one, args.step, batches, args.device, args.threads)))
         return 0
