@@ -26,6 +26,11 @@ def drop_positions(n: int, p: float, device=None, sigmas: float = 6.0) -> torch.
     return pos[:torch.searchsorted(pos, n)]
 
 
+def _dense(t: torch.Tensor) -> bool:
+    """Whether t's memory is one block in NCHW or channels_last order."""
+    return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
+
+
 class Dropout(nn.Dropout):
     """nn.Dropout with a cheaper mask on CPU. torch's CPU bernoulli_ draws a random
     number per element and took 35% of a step-7 training step (torch.profiler, 2
@@ -40,8 +45,7 @@ class Dropout(nn.Dropout):
         mask = torch.full((n,), 1.0 / (1.0 - self.p), dtype=x.dtype, device=x.device)
         mask.index_fill_(0, drop_positions(n, self.p, x.device), 0.0)
         # the mask in x's own layout (channels_last too): no layout-mixing multiply
-        dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
-        return x * (mask.as_strided(x.shape, x.stride()) if dense else mask.view(x.shape))
+        return x * (mask.as_strided(x.shape, x.stride()) if _dense(x) else mask.view(x.shape))
 
 
 class _ReLUDropout(torch.autograd.Function):
@@ -80,7 +84,7 @@ class ConvBlock(nn.Sequential):
             return super().forward(x)
         conv, bn, relu, drop = self
         y = conv(x)
-        if not (y.is_contiguous() or y.is_contiguous(memory_format=torch.channels_last)):
+        if not _dense(y):
             return drop(relu(bn(y)))
         s = 1.0 / (1.0 - drop.p)
         bn.num_batches_tracked.add_(1)  # what nn.BatchNorm2d does in training
