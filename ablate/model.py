@@ -49,13 +49,15 @@ class Dropout(nn.Dropout):
 
 
 class _ReLUDropout(torch.autograd.Function):
-    """max(y, 0) with the given positions of NCHW y zeroed. The backward is ReLU's:
+    """max(y, 0) with the given positions of y's memory zeroed. The backward is ReLU's:
     a dropped position reads as inactive, so it passes no gradient, as under dropout."""
 
     @staticmethod
     def forward(ctx, y: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         out = y.clamp_min(0)
-        out.view(-1).index_fill_(0, positions, 0.0)
+        # a 1-D view of out's memory (NCHW or channels_last): dropout's positions are i.i.d.
+        memory = out if out.is_contiguous() else out.permute(0, 2, 3, 1)
+        memory.view(-1).index_fill_(0, positions, 0.0)
         ctx.save_for_backward(out)
         return out
 

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 # name -> how it trains. "seed" configs use the DataLoader; the others use ablate's engine.
 # The seed-style loop is the seed's code: torchvision + PIL transforms + DataLoader,
 # torch's own nn.Dropout. The engine rows use ablate's (cheaper-mask) Dropout and its
-# fused conv->BN->ReLU->dropout blocks unless "torch_dropout" or "unfused" says otherwise,
+# fused conv->BN->ReLU->dropout blocks (channels_last: BatchNorm by hand) unless
+# "torch dropout", "unfused" or "torch BatchNorm" says otherwise,
 # so each trick's share shows on its own row (torch's dropout runs unfused too: the
 # fused block needs ablate's).
 CONFIGS = {
@@ -38,6 +39,7 @@ CONFIGS = {
     "ablate engine (contiguous; torch dropout)": {"kind": "engine", "channels_last": False, "torch_dropout": True},
     "ablate engine (contiguous; unfused)": {"kind": "engine", "channels_last": False, "unfused": True},
     "ablate engine (contiguous)": {"kind": "engine", "channels_last": False},
+    "ablate engine (channels_last; torch BatchNorm)": {"kind": "engine", "channels_last": True, "torch_bn": True},
     "ablate engine (channels_last)": {"kind": "engine", "channels_last": True},
 }
 
@@ -72,6 +74,15 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
         for m in model.modules():
             if isinstance(m, ConvBlock):
                 m.__class__ = torch.nn.Sequential  # each layer on its own, as built
+    if spec.get("torch_bn"):
+        from ablate import model as model_mod
+
+        class TorchBatchNorm:  # the fused channels_last block on torch's BatchNorm, not ablate's
+            @staticmethod
+            def apply(y, weight, bias, running_mean, running_var, momentum, eps, scale, positions):
+                y = F.batch_norm(y, running_mean, running_var, weight * scale, bias * scale, True, momentum, eps)
+                return model_mod._ReLUDropout.apply(y, positions)
+        model_mod._BatchNormReLUDropout = TorchBatchNorm
     n_train = 60_000 if batches is None else batches * cfg.train.batch_size
     steps = -(-n_train // cfg.train.batch_size)
     opt, sched, per_batch = engine.make_optimizer(cfg, model, steps)
