@@ -72,7 +72,8 @@ class _BatchNormReLUDropout(torch.autograd.Function):
     channels_last batch seen as its memory: a [pixels, channels] matrix. torch's
     channels_last BatchNorm is slow with this model's 8-18 channels (a 64x8x24x24
     batch: 1.3 ms forward + backward against 0.5 ms in NCHW); sums down the matrix's
-    columns and row-wise broadcasts are not: 13.7 -> 12.5 ms per step-7 batch."""
+    columns and row-wise broadcasts are not: 14.4 -> 12.7 ms/batch at step 7
+    (scripts/bench.py, "channels_last; torch BatchNorm" against "channels_last")."""
 
     @staticmethod
     def forward(ctx, y, weight, bias, running_mean, running_var, momentum: float, eps: float,
@@ -114,8 +115,9 @@ class ConvBlock(nn.Sequential):
     1/(1-p) moves into BatchNorm's weight and bias (relu(s*y) = s*relu(y) for s > 0, and
     autograd carries the gradient through the product) and ReLU zeroes the dropped
     positions itself. That is 2 passes over the activations instead of 5, the same
-    maths to float rounding (tests/test_model.py): 17.4 -> 14.6 ms/batch at step 7
-    (scripts/bench.py). channels_last batches take `_BatchNormReLUDropout`."""
+    maths to float rounding (tests/test_model.py, tests/test_train.py): 15.0 -> 14.1
+    ms/batch at step 7 in NCHW (scripts/bench.py). channels_last batches take
+    `_BatchNormReLUDropout`."""
 
     def _fused(self) -> bool:
         if not (len(self) == 4 and isinstance(self[1], nn.BatchNorm2d) and isinstance(self[2], nn.ReLU)
