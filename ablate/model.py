@@ -131,7 +131,7 @@ class ConvBlock(nn.Sequential):
             return super().forward(x)
         conv, bn, relu, drop = self
         y = conv(x)
-        n, c, h, w = y.shape
+        n, _, h, w = y.shape
         channels_last = y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
         if not (channels_last or y.is_contiguous()) or n * h * w < 2:
             return drop(relu(bn(y)))  # odd strides, or a batch BatchNorm refuses
