@@ -1,10 +1,16 @@
 """One job end to end through the Python API, on the tiny IDX data set."""
+import dataclasses
+
 import mlflow
 import pytest
+import torch
+from torch import nn
 
 import ablate
+from ablate import data, engine
 from ablate.config import ConfigError
 from ablate.data import DataError
+from ablate.model import ConvBlock, build_model
 
 
 def test_a_job_trains_and_logs_everything(overrides, store):
@@ -80,13 +86,6 @@ def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout):
     differences (1e-7) grow about 3x a step at OneCycle's peak rate on this tiny model,
     so float32 runs drift apart by 1e-3 within 16 steps whatever the maths. Dropout
     draws its positions in memory order, so both runs share a layout."""
-    import dataclasses
-
-    import torch
-    from torch import nn
-
-    from ablate import data, engine
-    from ablate.model import ConvBlock, build_model
     cfg = ablate.compose(overrides + ["step=7", "train.epochs=2"])
     tensors = data.load(cfg, torch.device("cpu"))
     tensors = dataclasses.replace(tensors, train_x=tensors.train_x.double(), test_x=tensors.test_x.double())
