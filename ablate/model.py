@@ -35,7 +35,7 @@ class Dropout(nn.Dropout):
     """nn.Dropout with a cheaper mask on CPU. torch's CPU bernoulli_ draws a random
     number per element and took 35% of a step-7 training step (torch.profiler, 2
     threads); here only the dropped positions are drawn (`drop_positions`), the same
-    Bernoulli(p) mask: 26.5 -> 17.4 ms/batch at step 7 (scripts/bench.py). On a GPU,
+    Bernoulli(p) mask: 21.5 -> 15.0 ms/batch at step 7 (scripts/bench.py). On a GPU,
     torch's own dropout is kept."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +117,10 @@ class ConvBlock(nn.Sequential):
     positions itself. That is 2 passes over the activations instead of 5, the same
     maths to float rounding (tests/test_model.py, tests/test_train.py): 15.0 -> 14.1
     ms/batch at step 7 in NCHW (scripts/bench.py). channels_last batches take
-    `_BatchNormReLUDropout`."""
+    `_BatchNormReLUDropout` unless `batchnorm_by_hand` is off (bench.py's
+    "torch BatchNorm" row), then torch's BatchNorm as NCHW does."""
+
+    batchnorm_by_hand = True
 
     def _fused(self) -> bool:
         if not (len(self) == 4 and isinstance(self[1], nn.BatchNorm2d) and isinstance(self[2], nn.ReLU)
@@ -132,14 +135,13 @@ class ConvBlock(nn.Sequential):
         conv, bn, relu, drop = self
         y = conv(x)
         n, _, h, w = y.shape
-        channels_last = y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
-        if not (channels_last or y.is_contiguous()) or n * h * w < 2:
+        if not _dense(y) or n * h * w < 2:
             return drop(relu(bn(y)))  # odd strides, or a batch BatchNorm refuses
         s = 1.0 / (1.0 - drop.p)
         bn.num_batches_tracked.add_(1)  # what nn.BatchNorm2d does in training
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
         positions = drop_positions(y.numel(), drop.p, y.device)
-        if channels_last:
+        if self.batchnorm_by_hand and not y.is_contiguous():  # channels_last
             return _BatchNormReLUDropout.apply(y, bn.weight, bn.bias, bn.running_mean, bn.running_var,
                                                momentum, bn.eps, s, positions)
         y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight * s, bn.bias * s,

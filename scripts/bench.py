@@ -75,14 +75,8 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
             if isinstance(m, ConvBlock):
                 m.__class__ = torch.nn.Sequential  # each layer on its own, as built
     if spec.get("torch_bn"):
-        from ablate import model as model_mod
-
-        class TorchBatchNorm:  # the fused channels_last block on torch's BatchNorm, not ablate's
-            @staticmethod
-            def apply(y, weight, bias, running_mean, running_var, momentum, eps, scale, positions):
-                y = F.batch_norm(y, running_mean, running_var, weight * scale, bias * scale, True, momentum, eps)
-                return model_mod._ReLUDropout.apply(y, positions)
-        model_mod._BatchNormReLUDropout = TorchBatchNorm
+        from ablate.model import ConvBlock
+        ConvBlock.batchnorm_by_hand = False  # the fused block on torch's BatchNorm
     n_train = 60_000 if batches is None else batches * cfg.train.batch_size
     steps = -(-n_train // cfg.train.batch_size)
     opt, sched, per_batch = engine.make_optimizer(cfg, model, steps)
