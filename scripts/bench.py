@@ -16,6 +16,7 @@ speed is reported as a ratio to the baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -116,13 +117,10 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
         from ablate.augment import Augment
         aug = Augment(cfg.augmentation, tensors.mean, tensors.std)
         start = time.perf_counter()
-        if profile:  # where a training step's time goes, per op, on stderr
-            from torch.profiler import profile as torch_profile
-            with torch_profile() as prof:
-                engine.train_epoch(state, tensors, aug, cfg.train.batch_size, None)
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
-        else:
+        with torch.profiler.profile() if profile else contextlib.nullcontext() as prof:
             engine.train_epoch(state, tensors, aug, cfg.train.batch_size, None)
+        if profile:  # where a training step's time goes, per op, on stderr
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
