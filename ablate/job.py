@@ -86,12 +86,7 @@ def train(cfg) -> Result:
         done = [r for r in previous if r.info.status == "FINISHED"]
         if done:
             return _stored(client, done[0])
-    resume = None
-    if not cfg.force and cfg.tracking.checkpoints:
-        for r in previous:
-            if r.info.status in ("RUNNING", "KILLED", "FAILED") and _checkpoint_path(r.info).exists():
-                resume = r
-                break
+    resume = None if cfg.force else _to_resume(cfg, previous)
 
     torch.set_num_threads(_threads(cfg))
     engine.seed_everything(cfg.seed)
@@ -106,9 +101,11 @@ def train(cfg) -> Result:
     mlflow.set_tracking_uri(uri)
     overrides = tracking.job_overrides()
     if resume is not None:
-        checkpoint.load(_checkpoint_path(resume.info), state)
+        if cfg.tracking.checkpoints and _checkpoint_path(resume.info).exists():
+            checkpoint.load(_checkpoint_path(resume.info), state)
         logged = {m.step for m in client.get_metric_history(resume.info.run_id, "test_acc")}
-        log.info(f"Resuming run {resume.info.run_id} ({resume.info.run_name}) after epoch {state.epoch}")
+        where = f"after epoch {state.epoch}" if state.epoch else "from epoch 0 (it had no checkpoint)"
+        log.info(f"Resuming run {resume.info.run_id} ({resume.info.run_name}) {where}")
         active = mlflow.start_run(run_id=resume.info.run_id)
     else:
         logged = set()
@@ -120,7 +117,8 @@ def train(cfg) -> Result:
         active = mlflow.start_run(experiment_id=exp_id, run_name=tracking.run_name(overrides), tags=tags,
                                   parent_run_id=os.environ.get(tracking.ENV_PARENT) or None)
     run_id = active.info.run_id
-    ckpt = _checkpoint_path(active.info) if cfg.tracking.checkpoints else None
+    # A run continued after a kill already has (some of) its params: MLflow refuses to log one twice.
+    before = resume.data if resume is not None else None
 
     def on_epoch(st: engine.State, metrics: dict) -> None:
         if st.epoch not in logged:  # a resumed epoch that was logged before the kill
@@ -128,11 +126,17 @@ def train(cfg) -> Result:
         if ckpt is not None:
             checkpoint.save(ckpt, st)
 
+    # All work after start_run sits in this try: a signal anywhere in it closes the run
+    # as KILLED, never as MLflow's atexit FINISHED, which would skip the config for good.
     try:
         with _sigterm_as_exception():
-            if resume is None:
-                mlflow.log_params({**config.flatten(cfg), "param_count": n_params})
+            ckpt = _checkpoint_path(active.info) if cfg.tracking.checkpoints else None
+            params = {**config.flatten(cfg), "param_count": n_params}
+            if new := {k: v for k, v in params.items() if before is None or k not in before.params}:
+                mlflow.log_params(new)
+            if before is None or "param_count" not in before.metrics:
                 mlflow.log_metric("param_count", n_params)
+            if before is None:
                 mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             engine.fit(cfg, tensors, state, on_epoch, progress=cfg.progress)
             final = state.history[-1]["test_acc"]
@@ -151,6 +155,19 @@ def train(cfg) -> Result:
     log.info(f"run {run_id}: {n_params} params, best test acc {state.best_acc:.2f}% "
              f"(epoch {state.best_epoch}), final {final:.2f}%")
     return Result(run_id, n_params, state.best_acc, state.best_epoch, final, state.history)
+
+
+def _to_resume(cfg, previous: list):
+    """The unfinished run of this config to continue instead of starting a new one: one
+    with a checkpoint first; else one killed before its first checkpoint (a preemption
+    in epoch 1), restarted from epoch 0, so a requeued job still keeps one run per
+    config. A FAILED or RUNNING (kill -9) run without a checkpoint stays as a record."""
+    unfinished = [r for r in previous if r.info.status in ("RUNNING", "KILLED", "FAILED")]
+    if cfg.tracking.checkpoints:
+        for r in unfinished:
+            if _checkpoint_path(r.info).exists():
+                return r
+    return next((r for r in unfinished if r.info.status == "KILLED"), None)
 
 
 def _stored(client: MlflowClient, run) -> Result:

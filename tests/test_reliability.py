@@ -89,6 +89,34 @@ def test_sigterm_marks_the_run_killed_and_a_rerun_resumes_it(tmp_path, tiny_data
     assert list(finished_runs(tmp_path / "mlflow.db")["status"]) == ["FINISHED"]
 
 
+@pytest.mark.parametrize("stop, then", [(SystemExit, "continued"), (RuntimeError, "a new run")])
+def test_a_run_stopped_before_its_first_checkpoint(overrides, store, monkeypatch, caplog, stop, then):
+    """SystemExit is how submitit's preemption handler stops a job. Preempted in epoch 1,
+    before any checkpoint, the requeued job continues the same KILLED run from epoch 0,
+    so the sweep keeps one run per config. A crash (FAILED) stays as a record."""
+    cfg = ablate.compose(overrides + ["train.epochs=3"])
+    def stopped(*args, **kwargs):
+        raise stop("stopped in epoch 1")
+    with monkeypatch.context() as m:
+        m.setattr(engine, "fit", stopped)
+        with pytest.raises(stop):
+            ablate.train(cfg)
+    with caplog.at_level("INFO", logger="ablate.job"):
+        result = ablate.train(cfg)
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 1 and finished[0].info.run_id == result.run_id
+    if then == "continued":
+        assert len(runs) == 1 and "from epoch 0 (it had no checkpoint)" in caplog.text
+    else:
+        assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    steps = [h.step for h in client.get_metric_history(result.run_id, "test_acc")]
+    assert steps == [1, 2, 3]
+    assert len(client.get_metric_history(result.run_id, "param_count")) == 1
+    assert finished[0].data.params["param_count"] == str(result.param_count)
+
+
 @pytest.mark.slow
 def test_one_failing_job_does_not_stop_the_sweep(tmp_path, tiny_data):
     out = run_cli(["-m", "train.lr=0.01,0.02,1e9,0.03", f"data.root={tiny_data}", *FAST,

@@ -242,7 +242,8 @@ def _submitit_tasks(under: Path) -> list[int]:
 @pytest.mark.slow
 def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path, tiny_data):
     """USR2 is submitit's preemption signal: the job checkpoints, requeues, and the
-    requeued job continues the same MLflow run from its last epoch."""
+    requeued job continues the same MLflow run from its last epoch. The signal reaches
+    both jobs at once; one still in epoch 1 continues its run from epoch 0."""
     args = ["-m", "hydra/launcher=submitit_local", f"data.root={tiny_data}", *FAST,
             "train.batch_size=16", "train.epochs=8", "step=7", "seed=0,1"]
     proc = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, text=True,
