@@ -226,13 +226,24 @@ def test_submitit_local_sweep_into_mlflow_server_on_postgresql(tmp_path, tiny_da
 
 # --- preemption -----------------------------------------------------------------
 
+def _catches(pid: int, sig: int) -> bool:
+    """Whether the process has a handler for `sig` (the SigCgt mask in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
 def _submitit_tasks(under: Path) -> list[int]:
-    """The job processes submitit started for this test's sweep (run from `under`)."""
+    """The job processes submitit started for this test's sweep (run from `under`) that
+    already handle USR2: submitit installs its handler only after unpickling the job, and
+    before that USR2's default action would kill the process instead of preempting it."""
     pids = []
     for d in Path("/proc").iterdir():
         try:
             cmdline = (d / "cmdline").read_bytes() if d.name.isdigit() else b""
-            if b"submitit.core._submit" in cmdline and Path(os.readlink(d / "cwd")) == under:
+            if (b"submitit.core._submit" in cmdline and Path(os.readlink(d / "cwd")) == under
+                    and _catches(int(d.name), signal.SIGUSR2)):
                 pids.append(int(d.name))
         except OSError:
             pass
