@@ -117,10 +117,12 @@ class ConvBlock(nn.Sequential):
     positions itself. That is 2 passes over the activations instead of 5, the same
     maths to float rounding (tests/test_model.py, tests/test_train.py): 15.0 -> 14.1
     ms/batch at step 7 in NCHW (scripts/bench.py). channels_last batches take
-    `_BatchNormReLUDropout` unless `batchnorm_by_hand` is off (bench.py's
-    "torch BatchNorm" row), then torch's BatchNorm as NCHW does."""
+    `_BatchNormReLUDropout` when `batchnorm_by_hand` says so, else torch's BatchNorm
+    as NCHW does. True/False force it (bench.py's rows); None, the default, uses it
+    only when torch runs more than one thread: it wins at 2 threads and loses a
+    little at 1, where each parallel-launcher job runs (bench.py --threads 1/2)."""
 
-    batchnorm_by_hand = True
+    batchnorm_by_hand: bool | None = None
 
     def _fused(self) -> bool:
         if not (len(self) == 4 and isinstance(self[1], nn.BatchNorm2d) and isinstance(self[2], nn.ReLU)
@@ -141,7 +143,10 @@ class ConvBlock(nn.Sequential):
         bn.num_batches_tracked.add_(1)  # what nn.BatchNorm2d does in training
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
         positions = drop_positions(y.numel(), drop.p, y.device)
-        if self.batchnorm_by_hand and not y.is_contiguous():  # channels_last
+        by_hand = self.batchnorm_by_hand
+        if by_hand is None:
+            by_hand = torch.get_num_threads() > 1
+        if by_hand and not y.is_contiguous():  # channels_last
             return _BatchNormReLUDropout.apply(y, bn.weight, bn.bias, bn.running_mean, bn.running_var,
                                                momentum, bn.eps, s, positions)
         y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight * s, bn.bias * s,

@@ -30,17 +30,18 @@ REPO = Path(__file__).resolve().parent.parent
 # name -> how it trains. "seed" configs use the DataLoader; the others use ablate's engine.
 # The seed-style loop is the seed's code: torchvision + PIL transforms + DataLoader,
 # torch's own nn.Dropout. The engine rows use ablate's (cheaper-mask) Dropout and its
-# fused conv->BN->ReLU->dropout blocks (channels_last: BatchNorm by hand) unless
-# "torch dropout", "unfused" or "torch BatchNorm" says otherwise,
-# so each trick's share shows on its own row (torch's dropout runs unfused too: the
-# fused block needs ablate's).
+# fused conv->BN->ReLU->dropout blocks (channels_last: BatchNorm by hand when torch
+# runs more than one thread) unless "torch dropout", "unfused", "torch BatchNorm" or
+# "BatchNorm by hand" says otherwise, so each trick's share shows on its own row
+# (torch's dropout runs unfused too: the fused block needs ablate's).
 CONFIGS = {
     "seed-style DataLoader (workers=0)": {"kind": "seed", "workers": 0, "torch_dropout": True},
     "seed-style DataLoader (workers=2)": {"kind": "seed", "workers": 2, "torch_dropout": True},
     "ablate engine (contiguous; torch dropout)": {"kind": "engine", "channels_last": False, "torch_dropout": True},
     "ablate engine (contiguous; unfused)": {"kind": "engine", "channels_last": False, "unfused": True},
     "ablate engine (contiguous)": {"kind": "engine", "channels_last": False},
-    "ablate engine (channels_last; torch BatchNorm)": {"kind": "engine", "channels_last": True, "torch_bn": True},
+    "ablate engine (channels_last; torch BatchNorm)": {"kind": "engine", "channels_last": True, "by_hand": False},
+    "ablate engine (channels_last; BatchNorm by hand)": {"kind": "engine", "channels_last": True, "by_hand": True},
     "ablate engine (channels_last)": {"kind": "engine", "channels_last": True},
 }
 
@@ -75,9 +76,9 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
         for m in model.modules():
             if isinstance(m, ConvBlock):
                 m.__class__ = torch.nn.Sequential  # each layer on its own, as built
-    if spec.get("torch_bn"):
+    if "by_hand" in spec:
         from ablate.model import ConvBlock
-        ConvBlock.batchnorm_by_hand = False  # the fused block on torch's BatchNorm
+        ConvBlock.batchnorm_by_hand = spec["by_hand"]  # forced either way, whatever the threads
     n_train = 60_000 if batches is None else batches * cfg.train.batch_size
     steps = -(-n_train // cfg.train.batch_size)
     opt, sched, per_batch = engine.make_optimizer(cfg, model, steps)

@@ -5,7 +5,8 @@ from torch import nn
 
 import ablate
 from ablate.config import ConfigError
-from ablate.model import Dropout, drop_positions
+from ablate import model
+from ablate.model import ConvBlock, Dropout, drop_positions
 
 
 def first_block_types(norm):
@@ -93,11 +94,12 @@ def test_drop_positions_are_bernoulli_trials(sigmas):
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("size", [26, 4])  # 4: a 2x2 output, where BN's unbiased variance shows
-def test_fused_block_is_the_unfused_maths(layout, size):
+def test_fused_block_is_the_unfused_maths(layout, size, monkeypatch):
     """The CPU training path of conv -> BN -> ReLU -> dropout (ReLU and dropout fused,
     dropout's scale in BN's affine; channels_last by hand on the [pixels, channels]
     matrix) gives the unfused block's outputs, gradients and BN statistics for the
     same seed; in eval the block is the plain Sequential."""
+    monkeypatch.setattr(ConvBlock, "batchnorm_by_hand", True)  # whatever the thread count
     torch.manual_seed(0)
     block = ablate.build_model(ablate.compose(["step=7"]))[1].to(memory_format=layout)
     assert [type(m) for m in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, Dropout]
@@ -127,3 +129,23 @@ def test_fused_block_is_the_unfused_maths(layout, size):
         assert (a.float() - b.float()).abs().max() <= 1e-4 * b.float().abs().max()
     block.eval()
     assert torch.equal(block(x), nn.Sequential.forward(block, x))
+
+
+@pytest.mark.parametrize("threads, forced, by_hand", [(2, None, True), (1, None, False),
+                                                     (1, True, True), (2, False, False)])
+def test_batchnorm_by_hand_follows_the_thread_count_unless_forced(monkeypatch, threads, forced, by_hand):
+    """By default a channels_last block does BatchNorm by hand only when torch runs more
+    than one thread (where it is faster); batchnorm_by_hand=True/False forces it."""
+    calls = []
+    real = model._BatchNormReLUDropout.apply
+    monkeypatch.setattr(model._BatchNormReLUDropout, "apply", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(ConvBlock, "batchnorm_by_hand", forced)
+    block = ablate.build_model(ablate.compose(["step=7"]))[1].to(memory_format=torch.channels_last)
+    x = torch.randn(4, 8, 10, 10).to(memory_format=torch.channels_last)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        y = block(x)
+    finally:
+        torch.set_num_threads(before)
+    assert bool(calls) == by_hand and y.is_contiguous(memory_format=torch.channels_last)

@@ -78,7 +78,7 @@ def test_missing_data_names_the_root_and_the_fix(overrides, tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous_format"])
-def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout):
+def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout, monkeypatch):
     """Where the maths is the same, the speed tricks change nothing. Two epochs of step 7
     on the tiny data through engine.fit, as built (fused conv blocks, channels_last ones
     with BatchNorm by hand; fused SGD) and as plain torch (each block an nn.Sequential of
@@ -86,6 +86,7 @@ def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout):
     differences (1e-7) grow about 3x a step at OneCycle's peak rate on this tiny model,
     so float32 runs drift apart by 1e-3 within 16 steps whatever the maths. Dropout
     draws its positions in memory order, so both runs share a layout."""
+    monkeypatch.setattr(ConvBlock, "batchnorm_by_hand", True)  # whatever the thread count
     cfg = ablate.compose(overrides + ["step=7", "train.epochs=2"])
     tensors = data.load(cfg, torch.device("cpu"))
     tensors = dataclasses.replace(tensors, train_x=tensors.train_x.double(), test_x=tensors.test_x.double())
