@@ -92,7 +92,7 @@ def train(cfg) -> Result:
     engine.seed_everything(cfg.seed)
     tensors = data.load(cfg, device)
     model = build_model(cfg).to(device)
-    if cfg.train.channels_last:  # same maths; with BatchNorm by hand 12.7 vs 14.1 ms/batch on CPU (bench.py)
+    if cfg.train.channels_last:  # same maths; at 2 threads 12.7 vs 14.2 ms/batch on CPU (bench.py)
         model = model.to(memory_format=torch.channels_last)
     steps = -(-len(tensors.train_x) // cfg.train.batch_size)
     state = engine.State(model, *engine.make_optimizer(cfg, model, steps))

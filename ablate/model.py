@@ -35,7 +35,7 @@ class Dropout(nn.Dropout):
     """nn.Dropout with a cheaper mask on CPU. torch's CPU bernoulli_ draws a random
     number per element and took 35% of a step-7 training step (torch.profiler, 2
     threads); here only the dropped positions are drawn (`drop_positions`), the same
-    Bernoulli(p) mask: 21.5 -> 15.0 ms/batch at step 7 (scripts/bench.py). On a GPU,
+    Bernoulli(p) mask: 21.4 -> 16.0 ms/batch at step 7 (scripts/bench.py). On a GPU,
     torch's own dropout is kept."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,8 +72,8 @@ class _BatchNormReLUDropout(torch.autograd.Function):
     channels_last batch seen as its memory: a [pixels, channels] matrix. torch's
     channels_last BatchNorm is slow with this model's 8-18 channels (a 64x8x24x24
     batch: 1.3 ms forward + backward against 0.5 ms in NCHW); sums down the matrix's
-    columns and row-wise broadcasts are not: 14.4 -> 12.7 ms/batch at step 7
-    (scripts/bench.py, "channels_last; torch BatchNorm" against "channels_last")."""
+    columns and row-wise broadcasts are not: 14.5 -> 12.7 ms/batch at step 7
+    (scripts/bench.py, 2 threads, "channels_last; torch BatchNorm" against "channels_last")."""
 
     @staticmethod
     def forward(ctx, y, weight, bias, running_mean, running_var, momentum: float, eps: float,
@@ -115,7 +115,7 @@ class ConvBlock(nn.Sequential):
     1/(1-p) moves into BatchNorm's weight and bias (relu(s*y) = s*relu(y) for s > 0, and
     autograd carries the gradient through the product) and ReLU zeroes the dropped
     positions itself. That is 2 passes over the activations instead of 5, the same
-    maths to float rounding (tests/test_model.py, tests/test_train.py): 15.0 -> 14.1
+    maths to float rounding (tests/test_model.py, tests/test_train.py): 16.0 -> 14.2
     ms/batch at step 7 in NCHW (scripts/bench.py). channels_last batches take
     `_BatchNormReLUDropout` when `batchnorm_by_hand` says so, else torch's BatchNorm
     as NCHW does. True/False force it (bench.py's rows); None, the default, uses it
