@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 import torch
+from mlflow.entities import RunData
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
@@ -101,8 +102,8 @@ def train(cfg) -> Result:
     mlflow.set_tracking_uri(uri)
     overrides = tracking.job_overrides()
     if resume is not None:
-        if cfg.tracking.checkpoints and _checkpoint_path(resume.info).exists():
-            checkpoint.load(_checkpoint_path(resume.info), state)
+        if cfg.tracking.checkpoints and (path := _checkpoint_path(resume.info)).exists():
+            checkpoint.load(path, state)
         logged = {m.step for m in client.get_metric_history(resume.info.run_id, "test_acc")}
         where = f"after epoch {state.epoch}" if state.epoch else "from epoch 0 (it had no checkpoint)"
         log.info(f"Resuming run {resume.info.run_id} ({resume.info.run_name}) {where}")
@@ -118,7 +119,7 @@ def train(cfg) -> Result:
                                   parent_run_id=os.environ.get(tracking.ENV_PARENT) or None)
     run_id = active.info.run_id
     # A run continued after a kill already has (some of) its params: MLflow refuses to log one twice.
-    before = resume.data if resume is not None else None
+    before = resume.data if resume is not None else RunData()
 
     def on_epoch(st: engine.State, metrics: dict) -> None:
         if st.epoch not in logged:  # a resumed epoch that was logged before the kill
@@ -132,11 +133,11 @@ def train(cfg) -> Result:
         with _sigterm_as_exception():
             ckpt = _checkpoint_path(active.info) if cfg.tracking.checkpoints else None
             params = {**config.flatten(cfg), "param_count": n_params}
-            if new := {k: v for k, v in params.items() if before is None or k not in before.params}:
+            if new := {k: v for k, v in params.items() if k not in before.params}:
                 mlflow.log_params(new)
-            if before is None or "param_count" not in before.metrics:
+            if "param_count" not in before.metrics:
                 mlflow.log_metric("param_count", n_params)
-            if before is None:
+            if resume is None:
                 mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             engine.fit(cfg, tensors, state, on_epoch, progress=cfg.progress)
             final = state.history[-1]["test_acc"]
