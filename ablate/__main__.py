@@ -7,8 +7,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ablate.config import ConfigError, quote_step_args
-from ablate.data import DataError
+from ablate.config import name_options, quote_step_args
+from ablate.errors import AblateError
 from ablate.job import train
 
 log = logging.getLogger("ablate")
@@ -16,12 +16,13 @@ log = logging.getLogger("ablate")
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    name_options(cfg, HydraConfig.get().runtime.choices)
     try:
         return train(cfg).best_test_acc  # the objective, for Hydra sweepers
-    except (ConfigError, DataError) as exc:
+    except AblateError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweep records it as a failed job
-        log.error(f"ablate: {exc}")
+        print(f"ablate: {exc}", file=sys.stderr)
         sys.exit(2)
 
 

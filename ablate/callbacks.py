@@ -17,7 +17,8 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from ablate import config, data, tracking
+from ablate import config, job, tracking
+from ablate.errors import AblateError
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +33,16 @@ def sweep_jobs(task_overrides: list[str]) -> tuple[list[list[str]], list[str]]:
 
 
 def check_jobs(jobs: list[list[str]]) -> list[str]:
-    """Compose and validate each job; the first bad one stops the sweep before any
-    training. Returns the jobs' fingerprints, which name their runs in MLflow."""
-    seen_data, fingerprints = set(), []
+    """Compose and check each job as it will run (job.check: values, data, model); the
+    first bad one stops the sweep before any training, in one line, with exit 2.
+    Returns the jobs' fingerprints, which name their runs in MLflow."""
+    fingerprints = []
     for overrides in jobs:
         try:
-            cfg = config.compose(overrides)
-            config.validate(cfg)
-            fingerprints.append(config.fingerprint(cfg))
-            key = (cfg.data.name, cfg.data.root, cfg.data.train_subset)
-            if key not in seen_data:
-                data.check(cfg)
-                seen_data.add(key)
-        except (config.ConfigError, data.DataError) as exc:
-            sys.exit(f"ablate: error in job [{' '.join(overrides)}]: {exc}\nNo job was started.")
+            fingerprints.append(job.check(config.compose(overrides)))
+        except AblateError as exc:
+            print(f"ablate: error in job [{' '.join(overrides)}]: {exc} No job was started.", file=sys.stderr)
+            sys.exit(2)
     return fingerprints
 
 

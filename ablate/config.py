@@ -1,4 +1,5 @@
-"""Config: compose a job from conf/, check it, and flatten it for MLflow."""
+"""Config: compose a job from conf/ (and a user's --config-dir), check its values,
+and flatten it for MLflow."""
 from __future__ import annotations
 
 import hashlib
@@ -6,25 +7,29 @@ import json
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from ablate.errors import ConfigError
+
+__all__ = ["ConfigError", "compose", "fingerprint", "flatten", "name_options", "validate"]
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 # Keys that say where or how a job runs, not what it computes: they stay out of
 # the fingerprint, so moving the store or the device never forks a run.
 NON_RESULT_KEYS = ("tracking", "report", "force", "progress", "device",
-                   "train.eval_batch_size", "train.threads", "train.channels_last", "data.root", "data.download")
+                   "train.eval_batch_size", "train.threads", "train.channels_last", "train.batchnorm_by_hand",
+                   "data.root", "data.download", "data.memory_limit_mb", "data.num_workers")
 
-NORMS = ("none", "bn_before_relu", "bn_after_relu")
+NORMS = ("none", "bn_before_relu", "bn_after_relu")  # what the block-list builder knows
+# Config groups whose option is logged by name (`model=my_net`): an option without
+# a `name` key is named after its file.
+GROUPS = ("model", "norm", "augmentation", "optimizer", "scheduler", "data")
 
 
 def is_non_result(key: str) -> bool:
     """True for a NON_RESULT_KEYS entry or any key below one."""
     return any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
-
-
-class ConfigError(ValueError):
-    """A bad config value: one line that names the key and what is allowed."""
 
 
 _STEP_ARG = re.compile(r"^(\+{0,2}step)=(\d+(?:,\d+)*|range\((\d+),\s*(\d+)\))$")
@@ -46,16 +51,35 @@ def quote_step_args(args: list[str]) -> list[str]:
     return out
 
 
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The job config that `python -m ablate <overrides>` would run."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """The job config that `python -m ablate [--config-dir DIR] <overrides>` would run."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     overrides = quote_step_args(list(overrides))
+    if config_dir is not None:  # what --config-dir does: the user's conf/ goes on the search path
+        overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app already
-        return hydra_compose("config", overrides=overrides)
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
+        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    else:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return name_options(cfg, choices)
+
+
+def name_options(cfg: DictConfig, choices: dict) -> DictConfig:
+    """Give each group node without a `name` its option's file name, so a user's option
+    can hold only `_target_` and arguments and still log as `model=my_net`."""
+    for group in GROUPS:
+        node, choice = cfg.get(group), choices.get(group)
+        if isinstance(node, DictConfig) and node.get("name") is None and choice:
+            with open_dict(node):
+                node.name = Path(str(choice)).name
+    return cfg
 
 
 def model_string(model: DictConfig) -> str:
@@ -82,9 +106,9 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
                 dotted = f"{prefix}.{key}" if prefix else str(key)
                 if key == "name" and prefix:
                     out[prefix] = str(value)
-                elif key == "blocks":
-                    out[dotted] = model_string(node)
-                elif key != "head" or prefix != "model":
+                elif prefix == "model" and "_target_" not in node and key == "blocks":
+                    out[dotted] = model_string(node)  # the block list as one readable param
+                elif key != "head" or prefix != "model" or "_target_" in node:
                     walk(value, dotted)
         elif isinstance(node, ListConfig):
             out[prefix] = json.dumps(OmegaConf.to_container(node))
@@ -108,7 +132,8 @@ def _check(ok: bool, key: str, allowed: str, value) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first bad value, before any data, run or training."""
+    """Raise ConfigError on the first bad value, before any data, run or training.
+    The model itself is checked against the data later (model.check_model)."""
     t = cfg.train
     _check(isinstance(cfg.seed, int), "seed", "must be an integer", cfg.seed)
     _check(isinstance(t.epochs, int) and t.epochs >= 1, "train.epochs", "must be an integer >= 1", t.epochs)
@@ -119,25 +144,43 @@ def validate(cfg: DictConfig) -> None:
     _check(isinstance(t.lr, (int, float)) and t.lr > 0, "train.lr", "must be a number > 0", t.lr)
     _check(t.threads is None or (isinstance(t.threads, int) and t.threads >= 1), "train.threads",
            "must be null or an integer >= 1", t.threads)
+    _check(t.get("batchnorm_by_hand") in (None, True, False), "train.batchnorm_by_hand",
+           "must be null (by the thread count), true or false", t.get("batchnorm_by_hand"))
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be one of auto, cpu, cuda", cfg.device)
     m = cfg.model
-    _check(isinstance(m.dropout, (int, float)) and 0 <= m.dropout < 1, "model.dropout",
-           "must be in [0, 1)", m.dropout)
-    _check(cfg.norm.name in NORMS, "norm", f"must be one of {', '.join(NORMS)}", cfg.norm.name)
-    supported = m.norms  # a model may list the norms it was designed for
-    if supported is not None:
-        _check(cfg.norm.name in supported, "norm",
-               f"model '{m.name}' takes only {', '.join(supported)}", cfg.norm.name)
-    sub = cfg.data.train_subset
+    if "_target_" not in m:  # a block list: the builder's own keys
+        missing = [k for k in ("blocks", "head", "dropout") if k not in m]
+        if missing:
+            raise ConfigError(f"model={m.name} has neither `_target_` nor a whole block list (missing: "
+                              f"{', '.join(missing)}). Fix the model option: name a class with `_target_`, "
+                              f"or give blocks, head and dropout as conf/model/base.yaml does.")
+        _check(isinstance(m.dropout, (int, float)) and 0 <= m.dropout < 1, "model.dropout",
+               "must be in [0, 1)", m.dropout)
+        _check(cfg.norm.name in NORMS, "norm", f"must be one of {', '.join(NORMS)}", cfg.norm.name)
+        supported = m.get("norms")  # a model may list the norms it was designed for
+        if supported is not None:
+            _check(cfg.norm.name in supported, "norm",
+                   f"model '{m.name}' takes only {', '.join(supported)}", cfg.norm.name)
+    d = cfg.data
+    sub = d.train_subset
     _check(sub is None or (isinstance(sub, int) and sub >= 1), "data.train_subset",
            "must be null or an integer >= 1", sub)
+    _check(isinstance(d.memory_limit_mb, (int, float)) and d.memory_limit_mb >= 0, "data.memory_limit_mb",
+           "must be a number >= 0", d.memory_limit_mb)
+    _check(isinstance(d.num_workers, int) and d.num_workers >= 0, "data.num_workers",
+           "must be an integer >= 0", d.num_workers)
     aug = cfg.augmentation
-    if aug.rotate is not None:
+    if aug.get("crop") is not None:
+        _check(isinstance(aug.crop.padding, int) and aug.crop.padding >= 0, "augmentation.crop.padding",
+               "must be an integer >= 0", aug.crop.padding)
+    if aug.get("flip") is not None:
+        _check(0 <= aug.flip.p <= 1, "augmentation.flip.p", "must be in [0, 1]", aug.flip.p)
+    if aug.get("rotate") is not None:
         _check(0 <= aug.rotate.degrees <= 180, "augmentation.rotate.degrees", "must be in [0, 180]",
                aug.rotate.degrees)
         _check(aug.rotate.interpolation in ("nearest", "bilinear"), "augmentation.rotate.interpolation",
                "must be nearest or bilinear", aug.rotate.interpolation)
-    if aug.erase is not None:
+    if aug.get("erase") is not None:
         _check(0 <= aug.erase.p <= 1, "augmentation.erase.p", "must be in [0, 1]", aug.erase.p)
         lo, hi = aug.erase.scale
         _check(0 < lo <= hi < 1, "augmentation.erase.scale", "must be [lo, hi] with 0 < lo <= hi < 1",
@@ -146,5 +189,3 @@ def validate(cfg: DictConfig) -> None:
     _check(opt in ("sgd", "adam"), "optimizer", "must be sgd or adam", opt)
     _check(sched in ("none", "step", "plateau", "onecycle"), "scheduler",
            "must be one of none, step, plateau, onecycle", sched)
-    from ablate.model import build_model  # shape errors (a head that does not fit) surface here
-    build_model(cfg)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -14,8 +14,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ablate.augment import Augment
-from ablate.config import ConfigError
 from ablate.data import Data
+from ablate.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,30 +71,28 @@ class State:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+def evaluate(model: nn.Module, split, batch_size: int) -> tuple[float, float]:
     """Mean loss and accuracy (%) over a whole split."""
     model.eval()
-    loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device, dtype=torch.long)
-    for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size])
-        loss += F.cross_entropy(out, y[i:i + batch_size], reduction="sum")
-        correct += (out.argmax(1) == y[i:i + batch_size]).sum()
-    return loss.item() / len(x), 100.0 * correct.item() / len(x)
+    dev = next(model.parameters()).device
+    loss, correct = torch.zeros((), device=dev), torch.zeros((), device=dev, dtype=torch.long)
+    for x, y in split.batches(batch_size, shuffle=False):
+        out = model(x)
+        loss += F.cross_entropy(out, y, reduction="sum")
+        correct += (out.argmax(1) == y).sum()
+    return loss.item() / len(split), 100.0 * correct.item() / len(split)
 
 
 def train_epoch(state: State, data: Data, augment: Augment, batch_size: int, bar) -> tuple[float, float]:
-    """One pass over the shuffled training tensors; returns mean loss and accuracy (%)."""
+    """One pass over the shuffled training split; returns mean loss and accuracy (%)."""
     model, opt = state.model, state.opt
     model.train()
-    x_all, y_all = data.train_x, data.train_y
-    n = len(x_all)
-    perm = torch.randperm(n, device=x_all.device)
-    loss_sum = torch.zeros((), device=x_all.device)
-    correct = torch.zeros((), device=x_all.device, dtype=torch.long)
+    n = len(data.train)
+    dev = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
     seen = 0
-    for b, i in enumerate(range(0, n, batch_size)):
-        idx = perm[i:i + batch_size]
-        x, y = x_all[idx], y_all[idx]
+    for b, (x, y) in enumerate(data.train.batches(batch_size, shuffle=True)):
         if augment.active:
             x = augment(x)
         out = model(x)
@@ -122,7 +120,7 @@ def fit(cfg, data: Data, state: State, on_epoch: Callable[[State, dict], None] |
     every epoch; `on_epoch` gets each epoch's metrics (logging, checkpoints)."""
     t = cfg.train
     augment = Augment(cfg.augmentation, data.mean, data.std)
-    batches = -(-len(data.train_x) // t.batch_size)
+    batches = -(-len(data.train) // t.batch_size)
     for epoch in range(state.epoch + 1, t.epochs + 1):
         lr = state.opt.param_groups[0]["lr"]
         start = time.perf_counter()
@@ -133,7 +131,7 @@ def fit(cfg, data: Data, state: State, on_epoch: Callable[[State, dict], None] |
         if not math.isfinite(train_loss):  # checked once an epoch: no per-batch sync
             raise FloatingPointError(f"training diverged in epoch {epoch}: train loss is {train_loss}. "
                                      f"Lower train.lr (now {t.lr}).")
-        test_loss, test_acc = evaluate(state.model, data.test_x, data.test_y, t.eval_batch_size)
+        test_loss, test_acc = evaluate(state.model, data.test, t.eval_batch_size)
         if state.sched is not None and not state.per_batch:
             if isinstance(state.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 state.sched.step(test_loss)
@@ -145,9 +143,9 @@ def fit(cfg, data: Data, state: State, on_epoch: Callable[[State, dict], None] |
         metrics = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                    "test_acc": test_acc, "lr": lr, "epoch_seconds": seconds}
         state.history.append({"epoch": epoch, **metrics})
-        correct = round(test_acc * len(data.test_y) / 100)
+        correct = round(test_acc * len(data.test) / 100)
         tqdm.write(f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
-                   f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{len(data.test_y)} "
+                   f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{len(data.test)} "
                    f"({test_acc:.2f}%) | lr {lr:.5f} | {seconds:.1f}s")
         if on_epoch is not None:
             on_epoch(state, metrics)

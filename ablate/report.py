@@ -176,7 +176,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
     named = label_keys(df, keys, order)
     rows, members = [], {}
     for values, g in df.groupby(group_cols, sort=False):
-        values = dict(zip(group_cols, values if isinstance(values, tuple) else (values,)))
+        values = dict(zip(group_cols, values if isinstance(values, tuple) else (values,), strict=True))
         label = ", ".join(f"{k}={values[k]}" for k in named) if named else "all runs"
         members[label] = g
         row = {"config": label, **{k: values[k] for k in keys}, "n": len(g),

@@ -62,23 +62,21 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
     spec = CONFIGS[name]
     if threads:
         torch.set_num_threads(threads)
-    cfg = ablate.compose([f"step={step}", f"device={device}", "progress=false"])
+    by_hand = [f"train.batchnorm_by_hand={str(spec['by_hand']).lower()}"] if "by_hand" in spec else []
+    cfg = ablate.compose([f"step={step}", f"device={device}", "progress=false", *by_hand])
     dev = engine.resolve_device(device)
     engine.seed_everything(0)
     model = ablate.build_model(cfg).to(dev)
     if spec.get("torch_dropout"):
-        from ablate.model import Dropout
+        from ablate.kernels import Dropout
         for m in model.modules():
             if isinstance(m, Dropout):
                 m.__class__ = torch.nn.Dropout  # same p, torch's bernoulli_ mask
     if spec.get("unfused"):
-        from ablate.model import ConvBlock
+        from ablate.kernels import ConvBlock
         for m in model.modules():
             if isinstance(m, ConvBlock):
                 m.__class__ = torch.nn.Sequential  # each layer on its own, as built
-    if "by_hand" in spec:
-        from ablate.model import ConvBlock
-        ConvBlock.batchnorm_by_hand = spec["by_hand"]  # forced either way, whatever the threads
     n_train = 60_000 if batches is None else batches * cfg.train.batch_size
     steps = -(-n_train // cfg.train.batch_size)
     opt, sched, per_batch = engine.make_optimizer(cfg, model, steps)
@@ -139,6 +137,7 @@ def sweep_throughput(args) -> pd.DataFrame:
     """The same small study twice, each in a fresh store: one job at a time (all
     cores per job) and with the parallel launcher (cores split between jobs)."""
     import tempfile
+
     import mlflow
     study = ["step=5,6,7", "seed=0,1", f"train.epochs={args.sweep_epochs}",
              f"data.train_subset={args.sweep_subset}", "progress=false", "report.auto=false"]

@@ -48,7 +48,7 @@ def main(folder: Path) -> str:
         if len(accs):
             checks.append((f"step {step} best test acc ≥ {floor} on every seed "
                            f"({', '.join(f'{a:.2f}' for a in accs)})", bool((accs >= floor).all())))
-    out = lines + ["", "Checks (computed from the runs):", ""]
+    out = [*lines, "", "Checks (computed from the runs):", ""]
     out += [f"- [{'x' if ok else ' '}] {text}" for text, ok in checks]
     return "\n".join(out) + "\n"
 

@@ -13,6 +13,7 @@ browser download is not used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -62,10 +63,8 @@ def show_columns(page, names: list[str]) -> None:
 def close_assistant(page) -> None:
     """MLflow 3's chat panel takes a third of the width; it may not be there at all."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    try:
+    with contextlib.suppress(PlaywrightTimeout):  # an older UI without the panel
         page.locator("[data-assistant-ui] button[aria-label=Close]").first.click(timeout=5000)
-    except PlaywrightTimeout:  # an older UI without the panel
-        pass
 
 
 def capture(url: str, experiment: str, out: Path, chromium: str, timeout_s: float = 60) -> list[str]:

@@ -34,6 +34,63 @@ def make_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     return images, labels
 
 
+def write_cifar10(root: Path, n_train: int, n_test: int, rng: np.random.Generator) -> dict:
+    """A tiny CIFAR-10 in torchvision's on-disk format: five pickled training batches,
+    a test batch and batches.meta under cifar-10-batches-py/, rows of 3,072 uint8 (the
+    red plane, then green, then blue). Class k is a bright square whose place and colour
+    depend on k. Returns each file's MD5: torchvision checks them against the real
+    release's, which a test then tells it (the reading and parsing stay torchvision's)."""
+    import hashlib
+    import pickle
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(n):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 60, (n, 3, 32, 32))
+        for i, k in enumerate(labels):
+            r, c = 4 + 6 * (k % 4), 4 + 8 * (k // 4)
+            images[i, k % 3, r:r + 6, c:c + 8] = 255
+        return {"data": images.reshape(n, 3072).astype(np.uint8), "labels": labels.tolist()}
+
+    sizes = [n_train // 5 + (1 if i < n_train % 5 else 0) for i in range(5)]
+    files = {f"data_batch_{i + 1}": batch(n) for i, n in enumerate(sizes)}
+    files["test_batch"] = batch(n_test)
+    files["batches.meta"] = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                             "horse", "ship", "truck"]}
+    for name, content in files.items():
+        (folder / name).write_bytes(pickle.dumps(content))
+    return {name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in files}
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory) -> tuple[Path, dict]:
+    """A data root with a 200/50-image CIFAR-10, and its files' MD5s."""
+    root = tmp_path_factory.mktemp("cifar")
+    return root, write_cifar10(root, 200, 50, np.random.default_rng(0))
+
+
+@pytest.fixture
+def cifar10(tiny_cifar, monkeypatch) -> Path:
+    """torchvision.datasets.CIFAR10 accepting the tiny files' MD5s; returns the root."""
+    from torchvision.datasets import CIFAR10
+    root, md5 = tiny_cifar
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
+    return root
+
+
+EXAMPLE = REPO / "examples" / "digits"
+
+
+@pytest.fixture
+def example_on_path(monkeypatch):
+    """The example project's module importable, as running from its folder makes it."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    return EXAMPLE
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A data root holding MNIST/raw with 512 train and 128 test images."""

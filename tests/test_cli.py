@@ -19,7 +19,8 @@ def test_one_job_writes_the_default_store_in_the_launch_dir(tmp_path, tiny_data)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlruns").is_dir()
     df = runs_in(tmp_path)
-    assert list(df["status"]) == ["FINISHED"] and df.iloc[0]["tags.mlflow.runName"] == "train.epochs=1,train.batch_size=64"
+    assert list(df["status"]) == ["FINISHED"]
+    assert df.iloc[0]["tags.mlflow.runName"] == "train.epochs=1,train.batch_size=64"
     assert "Test set: Average loss" in out.stdout
 
 

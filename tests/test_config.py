@@ -71,11 +71,13 @@ def test_fingerprint_ignores_where_a_job_runs_but_not_what_it_computes():
     ("train.epochs=0", "train.epochs"), ("train.batch_size=0", "train.batch_size"),
     ("train.lr=0", "train.lr"), ("train.lr=-0.1", "train.lr"), ("model.dropout=1.0", "model.dropout"),
     ("model.dropout=-0.1", "model.dropout"), ("norm.name=layer", "norm"), ("device=tpu", "device"),
-    ("data.train_subset=0", "data.train_subset"), ("model.head.kernel=5", "model.head.kernel"),
+    ("data.train_subset=0", "data.train_subset"), ("train.batchnorm_by_hand=sometimes", "train.batchnorm_by_hand"),
+    ("augmentation=crop_flip augmentation.flip.p=2", "augmentation.flip.p"),
+    ("augmentation=crop_flip augmentation.crop.padding=-1", "augmentation.crop.padding"),
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(ablate.compose([override]))
+        validate(ablate.compose(override.split()))
 
 
 def test_a_norm_the_model_cannot_take_is_refused():

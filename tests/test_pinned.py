@@ -41,7 +41,7 @@ def test_step_presets_train_as_before_the_refactor(tiny_data, tmp_path, case):
     pinned = json.loads(PINNED.read_text())[case]
     got = history(tiny_data, f"sqlite:///{tmp_path / 'mlflow.db'}", CASES[case])
     assert len(got) == len(pinned)
-    for a, b in zip(got, pinned):
+    for a, b in zip(got, pinned, strict=True):
         for k in KEYS:  # float32 on one machine is bitwise repeatable; 1e-5 leaves room for other CPUs
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (case, k, a, b)
 

@@ -74,9 +74,9 @@ def test_deltas_are_paired_by_seed_with_scipys_ci(study):
 
 
 def test_different_seeds_fall_back_to_welch(store):
-    for seed, acc in zip((0, 1, 2), (99.0, 99.1, 99.2)):
+    for seed, acc in zip((0, 1, 2), (99.0, 99.1, 99.2), strict=True):
         log_run(store, 1, seed, 100, "none", "0.0", acc, acc)
-    for seed, acc in zip((3, 4), (99.3, 99.5)):
+    for seed, acc in zip((3, 4), (99.3, 99.5), strict=True):
         log_run(store, 2, seed, 120, "none", "0.0", acc, acc)
     rep = report.build(*report.load_runs(store, "ablate"))
     row = rep.deltas.iloc[0]

@@ -8,13 +8,13 @@ from torch import nn
 
 import ablate
 from ablate import data, engine
-from ablate.config import ConfigError
-from ablate.data import DataError
-from ablate.model import ConvBlock, build_model
+from ablate.errors import ConfigError, DataError
+from ablate.kernels import ConvBlock
+from ablate.model import build_model
 
 
 def test_a_job_trains_and_logs_everything(overrides, store):
-    result = ablate.train(ablate.compose(overrides + ["step=7", "train.epochs=2"]))
+    result = ablate.train(ablate.compose([*overrides, "step=7", "train.epochs=2"]))
     assert result.param_count == 6376 and not result.skipped
     assert 0 <= result.best_test_acc <= 100 and result.best_epoch in (1, 2)
     run = mlflow.MlflowClient(store).get_run(result.run_id)
@@ -32,7 +32,7 @@ def test_a_job_trains_and_logs_everything(overrides, store):
 
 
 def test_search_runs_reads_the_records_back(overrides, store):
-    ablate.train(ablate.compose(overrides + ["seed=3"]))
+    ablate.train(ablate.compose([*overrides, "seed=3"]))
     mlflow.set_tracking_uri(store)
     df = mlflow.search_runs(experiment_names=["ablate"], filter_string="params.seed = '3'")
     assert len(df) == 1
@@ -41,13 +41,13 @@ def test_search_runs_reads_the_records_back(overrides, store):
 
 
 def test_the_same_seed_gives_identical_metrics(overrides, store):
-    a = ablate.train(ablate.compose(overrides + ["step=6", "force=true"]))
-    b = ablate.train(ablate.compose(overrides + ["step=6", "force=true"]))
+    a = ablate.train(ablate.compose([*overrides, "step=6", "force=true"]))
+    b = ablate.train(ablate.compose([*overrides, "step=6", "force=true"]))
     assert a.run_id != b.run_id
     def results(r):  # everything but the wall-clock time
         return [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in r.history]
     assert results(a) == results(b)
-    c = ablate.train(ablate.compose(overrides + ["step=6", "seed=1"]))
+    c = ablate.train(ablate.compose([*overrides, "step=6", "seed=1"]))
     assert [h["train_loss"] for h in c.history] != [h["train_loss"] for h in a.history]
 
 
@@ -55,9 +55,9 @@ def test_a_finished_config_is_skipped_and_force_reruns_it(overrides, store):
     first = ablate.train(ablate.compose(overrides))
     again = ablate.train(ablate.compose(overrides))
     assert again.skipped and again.run_id == first.run_id and again.best_test_acc == first.best_test_acc
-    forced = ablate.train(ablate.compose(overrides + ["force=true"]))
+    forced = ablate.train(ablate.compose([*overrides, "force=true"]))
     assert not forced.skipped and forced.run_id != first.run_id
-    changed = ablate.train(ablate.compose(overrides + ["train.lr=0.02"]))
+    changed = ablate.train(ablate.compose([*overrides, "train.lr=0.02"]))
     assert not changed.skipped and changed.run_id not in (first.run_id, forced.run_id)
 
 
@@ -72,13 +72,13 @@ def test_bad_input_creates_no_run(overrides, store, tiny_data):
 
 def test_missing_data_names_the_root_and_the_fix(overrides, tmp_path):
     with pytest.raises(DataError) as err:
-        ablate.train(ablate.compose(overrides + [f"data.root={tmp_path}"]))
+        ablate.train(ablate.compose([*overrides, f"data.root={tmp_path}"]))
     message = str(err.value)
     assert str(tmp_path / "MNIST" / "raw") in message and "ABLATE_DATA_DIR" in message
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous_format"])
-def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout, monkeypatch):
+def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout):
     """Where the maths is the same, the speed tricks change nothing. Two epochs of step 7
     on the tiny data through engine.fit, as built (fused conv blocks, channels_last ones
     with BatchNorm by hand; fused SGD) and as plain torch (each block an nn.Sequential of
@@ -86,10 +86,10 @@ def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout, monke
     differences (1e-7) grow about 3x a step at OneCycle's peak rate on this tiny model,
     so float32 runs drift apart by 1e-3 within 16 steps whatever the maths. Dropout
     draws its positions in memory order, so both runs share a layout."""
-    monkeypatch.setattr(ConvBlock, "batchnorm_by_hand", True)  # whatever the thread count
-    cfg = ablate.compose(overrides + ["step=7", "train.epochs=2"])
+    cfg = ablate.compose([*overrides, "step=7", "train.epochs=2", "train.batchnorm_by_hand=true"])
     tensors = data.load(cfg, torch.device("cpu"))
-    tensors = dataclasses.replace(tensors, train_x=tensors.train_x.double(), test_x=tensors.test_x.double())
+    tensors = dataclasses.replace(tensors, train=data.Tensors(tensors.train.x.double(), tensors.train.y),
+                                  test=data.Tensors(tensors.test.x.double(), tensors.test.y))
     histories = []
     for fast in (True, False):
         engine.seed_everything(0)
@@ -98,7 +98,7 @@ def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout, monke
             for m in model.modules():
                 if isinstance(m, ConvBlock):
                     m.__class__ = nn.Sequential
-        state = engine.State(model, *engine.make_optimizer(cfg, model, len(tensors.train_x) // 64))
+        state = engine.State(model, *engine.make_optimizer(cfg, model, len(tensors.train) // 64))
         if not fast:
             for group in state.opt.param_groups:
                 group["fused"], group["foreach"] = False, False
@@ -106,6 +106,6 @@ def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout, monke
         histories.append(state.history)
     fast, plain = histories
     assert fast[-1]["train_loss"] < 0.9 * fast[0]["train_loss"]  # it learns
-    for a, b in zip(fast, plain):
+    for a, b in zip(fast, plain, strict=True):
         for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
             assert a[key] == pytest.approx(b[key], rel=1e-7), key
