@@ -151,7 +151,15 @@ def label_keys(df: pd.DataFrame, keys: list[str], order: str | None) -> list[str
     if order in top:
         dependent = [k for k in top if k != order and (df.groupby(order)[k].nunique() <= 1).all()]
         top = [order] + [k for k in top if k != order and k not in dependent]
-    return top
+
+    def same_split(a: str, b: str) -> bool:  # one value of a for each of b, and back
+        return bool((df.groupby(a)[b].nunique() <= 1).all() and (df.groupby(b)[a].nunique() <= 1).all())
+
+    named: list[str] = []  # a key that only echoes another (model.norm with norm) names nothing new
+    for k in sorted(top, key=lambda k: (k != order, "." in k)):
+        if not any(same_split(j, k) for j in named):
+            named.append(k)
+    return [k for k in top if k in named]
 
 
 def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None = None,

@@ -162,3 +162,11 @@ def test_equal_deltas_on_every_seed_give_a_point_interval_without_warnings():
         out = compare(a, b, "acc")
     assert out["test"] == "paired t"
     assert out["delta"] == out["ci_lo"] == out["ci_hi"] == 1.0
+
+
+def test_a_key_that_echoes_another_does_not_name_configurations():
+    """A user model's `norm: ${norm.name}` argument varies exactly with `norm`: the
+    labels say norm=..., once; a key that splits the runs differently stays."""
+    df = pd.DataFrame({"norm": ["none", "none", "bn", "bn"], "model.norm": ["none", "none", "bn", "bn"],
+                       "seed": [0, 1, 0, 1], "width": ["8", "16", "8", "16"]})
+    assert report.label_keys(df, ["model.norm", "norm", "width"], None) == ["norm", "width"]
