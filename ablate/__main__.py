@@ -4,14 +4,19 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ablate.config import name_options, quote_step_args
 from ablate.errors import AblateError
 from ablate.job import train
+from hydra_plugins.ablate_sweeper.ablate_sweeper import AblationSweeper
 
 log = logging.getLogger("ablate")
+# Hydra finds plugins by scanning the hydra_plugins namespace, which an editable install
+# (pip install -e .) hides from it; registering the sweeper here works for any install.
+Plugins.instance().register(AblationSweeper)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -5,6 +5,7 @@ and close the sweep with a summary of what failed and the report."""
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import signal
@@ -12,37 +13,37 @@ import sys
 import uuid
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from ablate import config, job, tracking
+from ablate import config, designs, job, tracking
 from ablate.errors import AblateError
 
 log = logging.getLogger(__name__)
 
 
-def sweep_jobs(task_overrides: list[str]) -> tuple[list[list[str]], list[str]]:
-    """Every job's overrides, as Hydra's basic sweeper will expand them, and the swept keys."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    parsed = OverridesParser.create().parse_overrides(list(task_overrides))
-    swept = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
-    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
-    return [job for batch in batches for job in batch], swept
+def _stop(message: str) -> None:
+    print(f"ablate: {message} No job was started.", file=sys.stderr)
+    sys.exit(2)
 
 
-def check_jobs(jobs: list[list[str]]) -> list[str]:
-    """Compose and check each job as it will run (job.check: values, data, model); the
-    first bad one stops the sweep before any training, in one line, with exit 2.
-    Returns the jobs' fingerprints, which name their runs in MLflow."""
+def check_plan(sweep: designs.Plan) -> list[str]:
+    """The design (every arm composes, every factor changes something), then each job as
+    it will run (job.check: values, data, model). The first problem stops the sweep
+    before any training, in one line, with exit 2. Returns the jobs' fingerprints,
+    which name their runs in MLflow."""
+    if sweep.design is not None:
+        try:
+            designs.check(sweep.design, config.compose, config.fingerprint)
+        except AblateError as exc:
+            _stop(f"design {sweep.design.name}: {exc}")
     fingerprints = []
-    for overrides in jobs:
+    for overrides in sweep.jobs:
         try:
             fingerprints.append(job.check(config.compose(overrides)))
         except AblateError as exc:
-            print(f"ablate: error in job [{' '.join(overrides)}]: {exc} No job was started.", file=sys.stderr)
-            sys.exit(2)
+            _stop(f"error in job [{' '.join(overrides)}]: {exc}")
     return fingerprints
 
 
@@ -65,21 +66,32 @@ class AblateCallback(Callback):
         self.client = None
         self.cfg = None
         self.fingerprints: list[str] = []
+        self.design_spec: dict | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        jobs, swept = sweep_jobs(config.hydra.overrides.task)
-        self.fingerprints = check_jobs(jobs)
+        try:
+            sweep = designs.plan(config.hydra.sweeper, list(config.hydra.overrides.task))
+        except AblateError as exc:
+            _stop(str(exc))
+        jobs, swept = sweep.jobs, sweep.swept
+        self.fingerprints = check_plan(sweep)
         uri = tracking.resolve_uri(config.tracking.uri)
         exp_id = tracking.ensure_experiment(uri, config.tracking.experiment)
         self.client, self.cfg = MlflowClient(uri), config
         sweep_id = uuid.uuid4().hex[:12]
         n_jobs = parallel_jobs(config.hydra.launcher, len(jobs))
-        parent = self.client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags={
-            tracking.SWEEP_ID: sweep_id,
-            "ablate.command": " ".join(["python -m ablate", *sys.argv[1:]]),
-            "ablate.jobs": str(len(jobs)),
-        })
+        tags = {tracking.SWEEP_ID: sweep_id, "ablate.command": " ".join(["python -m ablate", *sys.argv[1:]]),
+                "ablate.jobs": str(len(jobs))}
+        if sweep.design is not None:
+            tags.update({tracking.DESIGN: sweep.design.name, tracking.DESIGN_KIND: sweep.design.kind})
+        name = f"{sweep.design.name} {sweep_id}" if sweep.design else f"sweep {sweep_id}"
+        parent = self.client.create_run(exp_id, run_name=name, tags=tags)
         self.parent_id = parent.info.run_id
+        self.design_spec = None
+        if sweep.design is not None:
+            spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints)
+            self.client.log_text(self.parent_id, spec, tracking.DESIGN_FILE)
+            self.design_spec = json.loads(spec)  # at exit MLflow can no longer download it
         os.environ.update({
             tracking.ENV_SWEEP_ID: sweep_id, tracking.ENV_PARENT: self.parent_id,
             tracking.ENV_SWEEP_KEYS: ",".join(swept),
@@ -111,11 +123,11 @@ class AblateCallback(Callback):
         status = "FAILED" if failed else "FINISHED"
         log.info(f"Sweep done: {len(runs) - len(failed)} finished, {len(failed)} failed "
                  f"(runs skipped as already finished are not counted here).")
-        if self.cfg.report.auto and not failed:
+        if self.cfg.report.auto and len(failed) < len(self.fingerprints):  # failed runs show in the report
             try:
                 from ablate import report  # pandas, scipy, matplotlib: only when needed
                 out = Path(self.cfg.report.out or Path(self.cfg.hydra.sweep.dir) / "report")
-                report.for_sweep(self.client, parent_id, self.cfg, self.fingerprints, out)
+                report.for_sweep(self.client, parent_id, self.cfg, self.fingerprints, out, self.design_spec)
             except Exception as exc:  # the runs are safe in MLflow; the report can be rebuilt
                 log.error(f"Report failed: {exc}. Rebuild it with `python -m ablate.report`.")
         self.client.set_terminated(parent_id, status)

@@ -17,7 +17,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 # Keys that say where or how a job runs, not what it computes: they stay out of
 # the fingerprint, so moving the store or the device never forks a run.
-NON_RESULT_KEYS = ("tracking", "report", "force", "progress", "device",
+NON_RESULT_KEYS = ("tracking", "report", "force", "progress", "device", "design",
                    "train.eval_batch_size", "train.threads", "train.channels_last", "train.batchnorm_by_hand",
                    "data.root", "data.download", "data.memory_limit_mb", "data.num_workers")
 
@@ -30,6 +30,12 @@ GROUPS = ("model", "norm", "augmentation", "optimizer", "scheduler", "data")
 def is_non_result(key: str) -> bool:
     """True for a NON_RESULT_KEYS entry or any key below one."""
     return any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
+
+
+def is_setting(param: str) -> bool:
+    """A logged param that defines a configuration: not the seed (reports pool over
+    it), not param_count (a result), not where or how a job runs."""
+    return param not in ("seed", "param_count") and not is_non_result(param)
 
 
 _STEP_ARG = re.compile(r"^(\+{0,2}step)=(\d+(?:,\d+)*|range\((\d+),\s*(\d+)\))$")
@@ -116,7 +122,7 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
             out[prefix] = "null" if node is None else str(node)
 
     walk(cfg, "")
-    return out
+    return {k: v for k, v in out.items() if not (k == "design" or k.startswith("design."))}  # tags, not params
 
 
 def fingerprint(cfg: DictConfig) -> str:

@@ -95,6 +95,9 @@ def train(cfg) -> Result:
     if not cfg.force:
         done = [r for r in previous if r.info.status == "FINISHED"]
         if done:
+            if (tags := tracking.design_tags(cfg)) and tracking.ARM not in done[0].data.tags:
+                for k, v in tags.items():  # a run trained outside any design now serves this one
+                    client.set_tag(done[0].info.run_id, k, v)
             return _stored(client, done[0])
     resume = None if cfg.force else _to_resume(cfg, previous)
 
@@ -119,7 +122,7 @@ def train(cfg) -> Result:
         active = mlflow.start_run(run_id=resume.info.run_id)
     else:
         logged = set()
-        tags = {tracking.FINGERPRINT: fp, tracking.OVERRIDES: " ".join(overrides)}
+        tags = {tracking.FINGERPRINT: fp, tracking.OVERRIDES: " ".join(overrides), **tracking.design_tags(cfg)}
         if os.environ.get(tracking.ENV_SWEEP_ID):
             tags[tracking.SWEEP_ID] = os.environ[tracking.ENV_SWEEP_ID]
         if commit := tracking.git_commit():

@@ -12,7 +12,6 @@ import base64
 import logging
 import math
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,15 +19,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from scipy import stats
 
-from ablate import tracking
-from ablate.config import is_non_result
+from ablate import effects, stats, tracking
+from ablate.config import is_setting
 
 log = logging.getLogger(__name__)
 METRICS = ("best_test_acc", "final_test_acc")
-# Params that never define a configuration: the seed is what we pool over.
-POOLED = {"seed", "param_count"}
 
 
 class ReportError(RuntimeError):
@@ -45,10 +41,6 @@ class Report:
 
 
 # ----------------------------------------------------------------------------- loading
-
-def _ignored(param: str) -> bool:
-    return param in POOLED or is_non_result(param)
-
 
 def load_runs(uri: str, experiment: str, sweep_id: str | None = None, run_filter: str = "",
               fingerprints: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -101,34 +93,19 @@ def _sort_key(values: pd.Series):
 
 
 def mean_ci(x: np.ndarray) -> tuple[float, float]:
-    """95% t-interval of the mean; NaN with fewer than two values."""
-    if len(x) < 2:
-        return math.nan, math.nan
-    if np.ptp(x) == 0:  # identical values: scipy would give NaN for a zero-width interval
-        return float(x[0]), float(x[0])
-    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
-    return float(lo), float(hi)
+    """95% t-interval of the mean accuracy, cut to [0, 100]; NaN with fewer than two values."""
+    return stats.t_interval(x, stats.ACCURACY)
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict:
-    """b - a for one metric: paired by seed when both have the same seeds, else Welch."""
+    """b - a for one metric: paired by seed when both have the same seeds, else Welch.
+    The t-interval with a bootstrap interval beside it (stats.py)."""
     sa, sb = a.set_index("seed")[metric], b.set_index("seed")[metric]
-    paired = set(sa.index) == set(sb.index) and len(sa) >= 2
-    if not paired and (len(sa) < 2 or len(sb) < 2):
-        return {"delta": sb.mean() - sa.mean(), "ci_lo": math.nan, "ci_hi": math.nan,
-                "p": math.nan, "test": "none (n<2)"}
-    with warnings.catch_warnings():
-        # Equal differences on every seed (say, all at 100%) have zero variance: scipy
-        # warns of precision loss on every sweep; the interval is then just the point.
-        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
-        if paired:
-            sb = sb.loc[sa.index]
-            test = stats.ttest_rel(sb.to_numpy(), sa.to_numpy())
-        else:
-            test = stats.ttest_ind(sb.to_numpy(), sa.to_numpy(), equal_var=False)
-        ci = test.confidence_interval(0.95)
-    return {"delta": float(sb.mean() - sa.mean()), "ci_lo": float(ci.low), "ci_hi": float(ci.high),
-            "p": float(test.pvalue), "test": "paired t" if paired else "Welch t"}
+    if set(sa.index) == set(sb.index) and len(sa) >= 2:
+        comp = stats.paired(sa.to_numpy(), sb.loc[sa.index].to_numpy())
+    else:
+        comp = stats.welch(sa.to_numpy(), sb.to_numpy())
+    return comp.as_dict()
 
 
 def _is_child(key: str, parents) -> bool:
@@ -139,7 +116,7 @@ def changed(a: dict, b: dict, skip: tuple = ()) -> str:
     """Config keys whose values differ, as 'key: old→new; ...'. When a group's choice
     changed (scheduler: none→onecycle), detail keys that only one option has are
     implied and left out; shared ones (model.dropout) are still shown."""
-    keys = sorted(k for k in set(a) | set(b) if not _ignored(k) and k not in skip and a.get(k) != b.get(k))
+    keys = sorted(k for k in set(a) | set(b) if is_setting(k) and k not in skip and a.get(k) != b.get(k))
     keys = [k for k in keys if not (_is_child(k, keys) and (k not in a or k not in b))]
     return "; ".join(f"{k}: {a.get(k, '∅')}→{b.get(k, '∅')}" for k in keys)
 
@@ -167,7 +144,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
     """Summary per configuration and deltas between configurations."""
     notes = list(notes or [])
     params = {c[len("params."):]: c for c in runs.columns if c.startswith("params.")}
-    keys = [k for k, c in params.items() if not _ignored(k) and runs[c].nunique(dropna=False) > 1]
+    keys = [k for k, c in params.items() if is_setting(k) and runs[c].nunique(dropna=False) > 1]
     order = order or ("step" if "step" in keys else None)
     if order and order not in params:
         raise ReportError(f"--order {order}: no such param. Params that vary: {', '.join(keys) or 'none'}.")
@@ -194,8 +171,9 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
             notes.append(f"{label}: runs disagree on param_count ({sorted(g['param_count'].unique())})")
         for m in METRICS:
             lo, hi = mean_ci(g[m].to_numpy())
+            blo, bhi = stats.bootstrap_interval(g[m].to_numpy())
             row.update({f"{m}_mean": g[m].mean(), f"{m}_std": g[m].std(ddof=1) if len(g) > 1 else math.nan,
-                        f"{m}_ci_lo": lo, f"{m}_ci_hi": hi})
+                        f"{m}_ci_lo": lo, f"{m}_ci_hi": hi, f"{m}_boot_lo": blo, f"{m}_boot_hi": bhi})
         row["best_epoch_mean"] = g["best_epoch"].mean()
         rows.append(row)
         if len(g) < 2:
@@ -221,7 +199,13 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         for m in METRICS:
             row.update({f"{m}_{k}": v for k, v in compare(members[a], members[b], m).items()})
         comparisons.append(row)
-    return Report(runs, summary, pd.DataFrame(comparisons), keys, notes)
+    deltas = pd.DataFrame(comparisons)
+    for m in METRICS if len(deltas) else ():
+        # every comparison in the table is one family: Holm keeps the chance of any false claim at 5%
+        deltas[f"{m}_p_holm"] = stats.holm(deltas[f"{m}_p"])
+        outside = (deltas[f"{m}_boot_lo"] > 0) | (deltas[f"{m}_boot_hi"] < 0)
+        deltas[f"{m}_clear"] = (deltas[f"{m}_p_holm"] < stats.ALPHA) & outside
+    return Report(runs, summary, deltas, keys, notes)
 
 
 def _params_of(runs: pd.DataFrame, group: pd.DataFrame) -> dict:
@@ -243,14 +227,42 @@ def _pm(mean, std, digits=2) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
 
 
-def _ci(lo, hi) -> str:
-    return "n<2" if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
+def _ci(lo, hi, sign: bool = False) -> str:
+    f = "+.2f" if sign else ".2f"
+    return "n<2" if math.isnan(lo) else f"[{lo:{f}}, {hi:{f}}]"
 
 
 def _delta(d: pd.Series, m: str) -> str:
     if math.isnan(d[f"{m}_ci_lo"]):
         return f"{d[f'{m}_delta']:+.2f} (no CI)"
     return f"{d[f'{m}_delta']:+.2f} [{d[f'{m}_ci_lo']:+.2f}, {d[f'{m}_ci_hi']:+.2f}]"
+
+
+def _p(p: float) -> str:
+    return "" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+STATS_NOTE = ("Accuracies in %. Mean ± std over seeds. 95% intervals: t (cut to the metric's range) and, "
+              "beside it, a bootstrap over seeds (scipy.stats.bootstrap; with under ~6 seeds it is too narrow "
+              "and is not used alone). Δ is paired by seed where both sides have the same seeds, Welch "
+              "otherwise. p (Holm) adjusts for the number of comparisons in the table; a Δ is called clear of "
+              "seed noise only when its Holm-adjusted p < 0.05 and its bootstrap interval excludes 0. "
+              "\"Best\" picks its epoch on the test set, so it is optimistic; \"final\" is the last epoch.")
+
+
+def noise_floor(summary: pd.DataFrame, deltas: pd.DataFrame, metric: str = "best_test_acc") -> str:
+    """One line: how noisy the seeds are, and the smallest difference they could detect."""
+    sd = summary[f"{metric}_std"].dropna()
+    if sd.empty:
+        return "Noise floor: a single seed per configuration, so no estimate of seed noise."
+    n = int(summary["n"].median())
+    line = (f"Noise floor ({metric.replace('_', ' ')}): seed-to-seed std per configuration "
+            f"{sd.min():.2f}–{sd.max():.2f} pp (median {sd.median():.2f})")
+    mdd = deltas.get(f"{metric}_mdd", pd.Series(dtype=float)).dropna()
+    if len(mdd):
+        line += (f"; with {n} seeds a paired comparison detects about {mdd.median():.2f} pp "
+                 f"(median over comparisons; power 0.8, α 0.05)")
+    return line + "."
 
 
 def table(rep: Report) -> pd.DataFrame:
@@ -262,7 +274,8 @@ def table(rep: Report) -> pd.DataFrame:
         out.append({
             "config": s["config"], "n": s["n"], "params": f"{s['param_count']:,}",
             "best test acc % (mean ± std)": _pm(s["best_test_acc_mean"], s["best_test_acc_std"]),
-            "95% CI": _ci(s["best_test_acc_ci_lo"], s["best_test_acc_ci_hi"]),
+            "95% CI (t)": _ci(s["best_test_acc_ci_lo"], s["best_test_acc_ci_hi"]),
+            "bootstrap": _ci(s["best_test_acc_boot_lo"], s["best_test_acc_boot_hi"]),
             "final test acc %": _pm(s["final_test_acc_mean"], s["final_test_acc_std"]),
             "best epoch": f"{s['best_epoch_mean']:.1f}",
             "Δ best [95% CI]": "" if d is None else _delta(d, "best_test_acc"),
@@ -279,8 +292,11 @@ def delta_table(rep: Report) -> pd.DataFrame:
     return pd.DataFrame({
         "from": d["from"], "to": d["to"], "vs": d["vs"],
         "Δ best [95% CI]": [_delta(r, "best_test_acc") for _, r in d.iterrows()],
+        "bootstrap": [_ci(r["best_test_acc_boot_lo"], r["best_test_acc_boot_hi"], True) for _, r in d.iterrows()],
         "Δ final [95% CI]": [_delta(r, "final_test_acc") for _, r in d.iterrows()],
-        "test": d["best_test_acc_test"], "p (best)": d["best_test_acc_p"].map(lambda p: f"{p:.3f}"),
+        "test": d["best_test_acc_test"], "p (best)": d["best_test_acc_p"].map(_p),
+        "p (Holm)": d["best_test_acc_p_holm"].map(_p),
+        "clear": d["best_test_acc_clear"].map(lambda c: "yes" if c else ""),
         "Δ params": d["delta_params"].map(lambda x: f"{x:+,}"), "changed": d["changed"],
     })
 
@@ -289,44 +305,96 @@ def markdown(rep: Report) -> str:
     parts = ["## Summary\n", table(rep).to_markdown(index=False), ""]
     if not rep.deltas.empty:
         parts += ["## Deltas\n", delta_table(rep).to_markdown(index=False), ""]
-    parts.append("Accuracies in %. Mean ± std over seeds; 95% CIs are t-intervals. Δ is paired by seed "
-                 "where both sides have the same seeds, Welch otherwise. \"Best\" picks its epoch on the "
-                 "test set, so it is optimistic; \"final\" is the last epoch.")
+    parts += [noise_floor(rep.summary, rep.deltas), "", STATS_NOTE]
     if rep.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in rep.notes]]
     return "\n".join(parts) + "\n"
 
 
-def plot(rep: Report, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+# --- designs
 
-    s = rep.summary
-    x = np.arange(len(s))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(s) + 3), 4.5))
-    for m, marker, offset in (("best_test_acc", "o", -0.08), ("final_test_acc", "s", 0.08)):
-        mean = s[f"{m}_mean"].to_numpy()
-        err = np.vstack([mean - s[f"{m}_ci_lo"].to_numpy(), s[f"{m}_ci_hi"].to_numpy() - mean])
-        ax.errorbar(x + offset, mean, yerr=np.nan_to_num(err), fmt=marker, capsize=4,
-                    label=f"{m.replace('_', ' ')} (mean, 95% CI)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_xticks(x, s["config"], rotation=30, ha="right", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    twin = ax.twinx()
-    twin.bar(x, s["param_count"], alpha=0.15, color="gray", label="parameters")
-    twin.set_ylabel("parameters")
-    ax.set_zorder(twin.get_zorder() + 1)
-    ax.patch.set_visible(False)
-    lines, labels = ax.get_legend_handles_labels()
-    bars, bar_labels = twin.get_legend_handles_labels()
-    ax.legend(lines + bars, labels + bar_labels, loc="lower right", fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+def effects_table(rep: effects.DesignReport) -> pd.DataFrame:
+    e = rep.effects
+    if e.empty:
+        return pd.DataFrame()
+    h, b = effects.HEADLINE, "best_test_acc"
+    return pd.DataFrame({
+        **{k: e[k] for k in rep.strata},
+        "effect": e["effect"], "what": e["what"],
+        "Δ final [95% CI]": [_delta(r, h) for _, r in e.iterrows()],
+        "bootstrap": [_ci(r[f"{h}_boot_lo"], r[f"{h}_boot_hi"], True) for _, r in e.iterrows()],
+        "n": e[f"{h}_n"], "p": e[f"{h}_p"].map(_p), "p (Holm)": e[f"{h}_p_holm"].map(_p),
+        "clear": e[f"{h}_clear"].map(lambda c: "yes" if c else ""),
+        "detectable": e[f"{h}_mdd"].map(lambda v: "" if math.isnan(v) else f"{v:.2f}"),
+        "Δ best [95% CI]": [_delta(r, b) for _, r in e.iterrows()],
+        "status": e["status"],
+    })
+
+
+def arms_table(rep: effects.DesignReport) -> pd.DataFrame:
+    a = rep.arms
+    h = effects.HEADLINE
+    return pd.DataFrame({
+        **{k: a[k] for k in rep.strata},
+        "arm": a["arm"], "finished": [f"{r['finished']}/{r['runs']}" for _, r in a.iterrows()],
+        "params": a["param_count"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}"),
+        "final test acc % (mean ± std)": [_pm(r[f"{h}_mean"], r[f"{h}_std"]) for _, r in a.iterrows()],
+        "95% CI (t)": [_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"]) for _, r in a.iterrows()],
+        "bootstrap": [_ci(r[f"{h}_boot_lo"], r[f"{h}_boot_hi"]) for _, r in a.iterrows()],
+        "best test acc %": [_pm(r["best_test_acc_mean"], r["best_test_acc_std"]) for _, r in a.iterrows()],
+        "overrides": a["overrides"], "error": a["error"],
+    })
+
+
+def verdict(rep: effects.DesignReport) -> str:
+    """The design's answer in one line: which effects stand clear of seed noise."""
+    e = rep.effects
+    if e.empty:
+        return "No effect could be computed: see the arms and notes."
+    h = effects.HEADLINE
+    known = e[e[f"{h}_delta"].notna()]
+    clear, unclear = known[known[f"{h}_clear"]], known[~known[f"{h}_clear"]]
+
+    def fmt(rows):
+        return ", ".join(f"{r['effect']} ({r[f'{h}_delta']:+.2f} pp)" for _, r in rows.iterrows()) or "none"
+    line = (f"Clear of seed noise (final test acc; Holm-adjusted p < 0.05 over {len(e)} effects and bootstrap "
+            f"interval excluding 0): {fmt(clear)}. Not clear: {fmt(unclear)}.")
+    if len(known) < len(e):
+        line += f" Not computed (failed arms): {', '.join(e[e[f'{h}_delta'].isna()]['effect'])}."
+    return line
+
+
+def design_markdown(rep: effects.DesignReport) -> str:
+    d = rep.design
+    base = " ".join(d.baseline) or "the defaults"
+    parts = [f"Design **{d.name}**: {d.kind.replace('_', ' ')} from `{base}`, factors: "
+             + "; ".join(f"{f} = `{' '.join(o)}`" for f, o in d.factors.items()) + ".", "",
+             "## Effects\n", effects_table(rep).to_markdown(index=False), "", verdict(rep), "",
+             "## Arms\n", arms_table(rep).to_markdown(index=False), "",
+             "Effects are paired by seed: " + ("main effects and two-way interactions of a 2^k factorial, "
+                                               "the seeds as replicates. " if d.kind == "factorial" else "")
+             + "\"detectable\" is the smallest true effect these seeds would find with power 0.8 "
+               "(α 0.05), from the spread of the paired differences.", "", STATS_NOTE]
+    if rep.notes:
+        parts += ["", "Notes:", *[f"- {n}" for n in rep.notes]]
+    return "\n".join(parts) + "\n"
+
+
+# --- files
+
+def _html(title: str, images: list[Path], sections: list[tuple[str, pd.DataFrame]], text: list[str]) -> str:
+    imgs = "".join(f"<img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>" for p in images)
+    body = "".join(f"<h2>{h}</h2>{t.to_html(index=False)}" for h, t in sections if not t.empty)
+    paras = "".join(f"<p>{t}</p>" for t in text)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>" + title + "</title><style>"
+            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+            "td,th{border:1px solid #ccc;padding:3px 8px}th{background:#f3f3f3}img{max-width:100%}"
+            f"</style></head><body><h1>{title}</h1>{imgs}{body}{paras}</body></html>")
 
 
 def write(rep: Report, out: Path, title: str = "ablate report") -> dict[str, Path]:
     """All outputs into `out`; returns their paths."""
+    from ablate import plots
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f for k, f in (("summary", "summary.csv"), ("deltas", "deltas.csv"),
                                     ("runs", "runs.csv"), ("md", "report.md"), ("html", "report.html"),
@@ -335,29 +403,86 @@ def write(rep: Report, out: Path, title: str = "ablate report") -> dict[str, Pat
     rep.deltas.to_csv(paths["deltas"], index=False)
     rep.runs.to_csv(paths["runs"], index=False)
     paths["md"].write_text(f"# {title}\n\n" + markdown(rep))
-    plot(rep, paths["png"])
-    img = base64.b64encode(paths["png"].read_bytes()).decode()
-    notes = "".join(f"<li>{n}</li>" for n in rep.notes)
-    paths["html"].write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 8px}th{background:#f3f3f3}</style></head><body>"
-        f"<h1>{title}</h1><img src='data:image/png;base64,{img}'><h2>Summary</h2>"
-        f"{table(rep).to_html(index=False)}<h2>Deltas</h2>{delta_table(rep).to_html(index=False)}"
-        f"<p>Mean ± std over seeds; 95% CIs; Δ paired by seed where possible, Welch otherwise. "
-        f"'Best' picks its epoch on the test set and is optimistic; 'final' is the last epoch.</p>"
-        f"<ul>{notes}</ul></body></html>")
+    plots.configs(rep.summary, paths["png"])
+    paths["html"].write_text(_html(title, [paths["png"]], [("Summary", table(rep)), ("Deltas", delta_table(rep))],
+                                   [noise_floor(rep.summary, rep.deltas), STATS_NOTE, *rep.notes]))
     return paths
 
 
-def for_sweep(client: MlflowClient, parent_id: str, cfg, fingerprints: list[str], out: Path) -> Path:
+def write_design(rep: effects.DesignReport, runs: pd.DataFrame, out: Path, title: str) -> dict[str, Path]:
+    from ablate import plots
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / f for k, f in (("arms", "arms.csv"), ("effects", "effects.csv"), ("runs", "runs.csv"),
+                                    ("md", "report.md"), ("html", "report.html"), ("png", "report.png"))}
+    rep.arms.to_csv(paths["arms"], index=False)
+    rep.effects.to_csv(paths["effects"], index=False)
+    runs.to_csv(paths["runs"], index=False)
+    paths["md"].write_text(f"# {title}\n\n" + design_markdown(rep))
+    plots.forest(rep, paths["png"])
+    images = [paths["png"]]
+    if rep.design.kind == "factorial":
+        paths["interactions"] = out / "interactions.png"
+        plots.interactions(rep, paths["interactions"])
+        images.append(paths["interactions"])
+    paths["html"].write_text(_html(title, images, [("Effects", effects_table(rep)), ("Arms", arms_table(rep))],
+                                   [verdict(rep), STATS_NOTE, *rep.notes]))
+    return paths
+
+
+# ----------------------------------------------------------------------------- designs from MLflow
+
+def design_of(client: MlflowClient, parent_id: str) -> dict | None:
+    """The design.json a design sweep's parent run keeps, or None for a grid sweep."""
+    import json
+    import tempfile
+    if tracking.DESIGN not in client.get_run(parent_id).data.tags:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(client.download_artifacts(parent_id, tracking.DESIGN_FILE, tmp)).read_text())
+
+
+def design_runs(client: MlflowClient, experiment_id: str, spec: dict) -> pd.DataFrame:
+    """Every run of the design's configs, whatever its status and whichever sweep ran it."""
+    mlflow.set_tracking_uri(client.tracking_uri)
+    df = mlflow.search_runs([experiment_id], max_results=50_000)
+    col = f"tags.{tracking.FINGERPRINT}"
+    if df.empty or col not in df:
+        raise ReportError("No runs of this design in the store yet.")
+    return df[df[col].isin(list(spec["fingerprints"]))].reset_index(drop=True)
+
+
+def _parent(client: MlflowClient, experiment_id: str, sweep_id: str | None, design: str | None):
+    query = f"tags.`{tracking.DESIGN}` = '{design}'" if design else f"tags.`{tracking.SWEEP_ID}` = '{sweep_id}'"
+    query += " and tags.`ablate.jobs` != ''"  # the sweep's parent run, not its jobs
+    found = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
+def report_design(client: MlflowClient, parent, out: Path, title: str,
+                  spec: dict | None = None) -> tuple[effects.DesignReport, dict]:
+    spec = spec or design_of(client, parent.info.run_id)
+    runs = design_runs(client, parent.info.experiment_id, spec)
+    rep = effects.analyse(runs, spec)
+    return rep, write_design(rep, runs, out, title)
+
+
+def for_sweep(client: MlflowClient, parent_id: str, cfg, fingerprints: list[str], out: Path,
+              design_spec: dict | None = None) -> Path:
     """The report at the end of a multirun, also logged to the sweep's parent run."""
-    exp = client.get_experiment(client.get_run(parent_id).info.experiment_id)
-    runs, notes = load_runs(client.tracking_uri, exp.name, fingerprints=fingerprints)
-    rep = build(runs, notes)
-    paths = write(rep, out, title=f"ablate report: {cfg.tracking.experiment}")
+    parent = client.get_run(parent_id)
+    exp = client.get_experiment(parent.info.experiment_id)
+    title = f"ablate report: {cfg.tracking.experiment}"
+    if tracking.DESIGN in parent.data.tags:
+        rep, paths = report_design(client, parent, out, f"{title}, design {parent.data.tags[tracking.DESIGN]}",
+                                   design_spec)
+        print(effects_table(rep).to_string(index=False))
+        print(verdict(rep))
+    else:
+        runs, notes = load_runs(client.tracking_uri, exp.name, fingerprints=fingerprints)
+        rep = build(runs, notes)
+        paths = write(rep, out, title=title)
+        print(table(rep).to_string(index=False))
     client.log_artifacts(parent_id, str(out), "report")
-    print(table(rep).to_string(index=False))
     log.info(f"Report: {paths['md']} (also in the parent run's artifacts)")
     return paths["md"]
 
@@ -366,25 +491,45 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ablate.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracking-uri", default=None, help="default: sqlite:///./mlflow.db")
     ap.add_argument("--experiment", default="ablate")
-    ap.add_argument("--sweep-id", default=None, help="only runs of this sweep (tag ablate.sweep_id)")
+    ap.add_argument("--sweep-id", default=None, help="only runs of this sweep (tag ablate.sweep_id); "
+                                                     "a design sweep gets the design's report")
+    ap.add_argument("--design", default=None, help="the newest sweep of this design, e.g. step7_loo")
     ap.add_argument("--filter", default="", help="an MLflow filter string, e.g. \"params.step != '4'\"")
     ap.add_argument("--order", default=None, help="param that orders the study (default: step, if it varies)")
     ap.add_argument("--baseline", default=None, help="compare every configuration with this one, e.g. norm=none")
     ap.add_argument("--out", default="reports/latest", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    pd.set_option("display.width", 250)
+    uri = tracking.resolve_uri(args.tracking_uri)
+    title = f"ablate report: {args.experiment}"
     try:
-        runs, notes = load_runs(tracking.resolve_uri(args.tracking_uri), args.experiment,
-                                args.sweep_id, args.filter)
+        if args.design or args.sweep_id:
+            client = MlflowClient(uri)
+            exp = client.get_experiment_by_name(args.experiment)
+            parent = exp and _parent(client, exp.experiment_id, args.sweep_id, args.design)
+            if args.design and parent is None:
+                raise ReportError(f"No sweep of design {args.design!r} in experiment {args.experiment!r} ({uri}).")
+            if parent is not None and tracking.DESIGN in parent.data.tags:
+                rep, paths = report_design(client, parent, args.out,
+                                           f"{title}, design {parent.data.tags[tracking.DESIGN]}")
+                print(effects_table(rep).to_string(index=False))
+                print(f"\n{verdict(rep)}")
+                for n in rep.notes:
+                    print(f"note: {n}")
+                print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+                return 0
+        runs, notes = load_runs(uri, args.experiment, args.sweep_id, args.filter)
         rep = build(runs, notes, order=args.order, baseline=args.baseline)
     except ReportError as exc:
         print(f"ablate.report: {exc}", file=sys.stderr)
         return 1
-    paths = write(rep, args.out, title=f"ablate report: {args.experiment}")
+    paths = write(rep, args.out, title=title)
     print(table(rep).to_string(index=False))
     if not rep.deltas.empty:
         print()
         print(delta_table(rep).to_string(index=False))
+    print(f"\n{noise_floor(rep.summary, rep.deltas)}")
     for n in rep.notes:
         print(f"note: {n}")
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")

@@ -10,10 +10,17 @@ from mlflow.tracking import MlflowClient
 
 from ablate.config import is_non_result
 
+# MLflow draws a progress bar for every artifact it moves, a design.json included: noise
+# in a sweep's output. A user's own setting wins.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 FINGERPRINT = "ablate.fingerprint"
 SWEEP_ID = "ablate.sweep_id"
 OVERRIDES = "ablate.overrides"
 ERROR = "ablate.error"
+DESIGN, DESIGN_KIND, ARM = "ablate.design", "ablate.design.kind", "ablate.arm"
+LEVEL = "ablate.level."  # + factor: on/off, for each factor of a factorial design
+DESIGN_FILE = "design.json"  # in the sweep's parent run: the design and each job's arm
 # Set by the Hydra callback in the parent, read by every job, in any process.
 ENV_SWEEP_ID, ENV_PARENT, ENV_SWEEP_KEYS, ENV_JOBS = (
     "ABLATE_SWEEP_ID", "ABLATE_PARENT_RUN_ID", "ABLATE_SWEEP_KEYS", "ABLATE_PARALLEL_JOBS")
@@ -79,12 +86,26 @@ def run_name(overrides: list[str]) -> str:
     swept = [k for k in os.environ.get(ENV_SWEEP_KEYS, "").split(",") if k]
     kept = []
     for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
+        key, _, value = o.partition("=")
+        key = key.lstrip("+~")
+        if key == "design.arm" and (not swept or key in swept):
+            kept.insert(0, f"arm={value}")  # a design's jobs are named by their arm first
         if key.startswith("hydra") or is_non_result(key):
             continue
         if not swept or key in swept:
             kept.append(o.replace('"', "").replace("'", ""))
     return ",".join(kept) or "defaults"
+
+
+def design_tags(cfg) -> dict[str, str]:
+    """A design job's place in its design, as tags the report and MLflow's filters use."""
+    d = cfg.get("design")
+    if d is None or not d.get("name"):
+        return {}
+    tags = {DESIGN: d.name, DESIGN_KIND: d.kind, ARM: d.arm}
+    for factor, level in (d.get("levels") or {}).items():
+        tags[LEVEL + str(factor)] = str(level)
+    return tags
 
 
 def find_runs(client: MlflowClient, experiment_id: str, fingerprint: str):

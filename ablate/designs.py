@@ -1,0 +1,221 @@
+"""Ablation designs: a baseline and named factors (each a list of overrides) become
+the arms of a study, and every arm is crossed with the rest of the sweep (seeds,
+any `-m` key). Plain functions, used by the Hydra sweeper (hydra_plugins/
+ablate_sweeper), the sweep's pre-flight (callbacks.py) and the report.
+
+    leave_one_out  the baseline, and the baseline with each factor's overrides
+                   (a factor's overrides remove one component)
+    add_one_in     the baseline, and the baseline plus each factor
+    factorial      every on/off combination of the factors: 2^k arms
+    path           the factors applied one after another, in order
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ablate.config import quote_step_args
+from ablate.errors import ConfigError
+
+KINDS = ("leave_one_out", "add_one_in", "factorial", "path")
+BASELINE = "baseline"
+DESIGN_KEY = "ablation"  # the config group that picks a design: `ablation=step7_loo`
+
+
+class DesignError(ConfigError):
+    """A design that cannot run: one line, before any job."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str                       # "baseline", a factor, or factors joined by "+"
+    applied: tuple[str, ...]        # the factors whose overrides it applies, in order
+    overrides: tuple[str, ...]      # the baseline's and those factors' overrides, merged
+
+
+@dataclass
+class Design:
+    name: str
+    kind: str
+    baseline: list[str]
+    factors: dict[str, list[str]]   # in the order given
+    order: list[str] = field(default_factory=list)  # path: the order the factors are applied in
+
+    def levels(self, arm: Arm) -> dict[str, str]:
+        return {f: "on" if f in arm.applied else "off" for f in self.factors}
+
+    def spec(self) -> dict:
+        """What the sweep's parent run keeps, so a report can be rebuilt from MLflow."""
+        return {"name": self.name, "kind": self.kind, "baseline": self.baseline, "factors": self.factors,
+                "order": self.order}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Design:
+        return cls(spec["name"], spec["kind"], list(spec["baseline"]), dict(spec["factors"]), list(spec["order"]))
+
+
+def _overrides(value, what: str) -> list[str]:
+    """A list of overrides, or one string of them separated by spaces (the ad-hoc form)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, (list, tuple, ListConfig)) and all(isinstance(v, str) for v in value):
+        return [str(v) for v in value]
+    raise DesignError(f"{what}={value!r} is invalid: give a list of overrides, e.g. [norm=none], or one "
+                      f"string of them, e.g. \"norm=none model.dropout=0\".")
+
+
+def from_config(node) -> Design:
+    """The design in the sweeper's config (hydra.sweeper), checked for shape."""
+    node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    kind = node.get("design")
+    if kind not in KINDS:
+        raise DesignError(f"hydra.sweeper.design={kind!r} is invalid: must be one of {', '.join(KINDS)}. "
+                          f"Fix it with `hydra.sweeper.design=<kind>`.")
+    factors_node = node.get("factors") or {}
+    if not isinstance(factors_node, dict) or not factors_node:
+        raise DesignError("hydra.sweeper.factors is empty: a design needs named factors, each a list of "
+                          "overrides, e.g. `hydra.sweeper.factors={batchnorm:\"norm=none\"}`.")
+    factors = {str(k): _overrides(v, f"hydra.sweeper.factors.{k}") for k, v in factors_node.items()}
+    for name, overrides in factors.items():
+        if not overrides:
+            raise DesignError(f"factor {name!r} has no overrides. Give it at least one, e.g. [norm=none].")
+    order = [str(f) for f in (node.get("order") or factors)]
+    unknown = [f for f in order if f not in factors]
+    if unknown:
+        raise DesignError(f"hydra.sweeper.order names unknown factor(s) {', '.join(unknown)}: the factors "
+                          f"are {', '.join(factors)}. Fix the order or add the factor.")
+    if kind == "factorial" and len(factors) > 6:
+        raise DesignError(f"a factorial of {len(factors)} factors has {2 ** len(factors)} arms. Use at most "
+                          f"6 factors, or leave_one_out / add_one_in.")
+    name = node.get("name") or kind
+    return Design(str(name), kind, _overrides(node.get("baseline"), "hydra.sweeper.baseline"), factors, order)
+
+
+def key_of(override: str) -> str:
+    """The config key (or group) an override sets: `+model.width=8` -> model.width."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    try:
+        parsed = OverridesParser.create().parse_overrides([override])[0]
+    except Exception as exc:
+        raise DesignError(f"override {override!r} does not parse: {' '.join(str(exc).split())}") from None
+    return parsed.get_key_element().lstrip("+~")
+
+
+def merge(*lists) -> list[str]:
+    """Override lists in order; where two set one key, the later one wins."""
+    merged: dict[str, str] = {}
+    for overrides in lists:
+        for o in overrides:
+            merged.pop(key_of(o), None)
+            merged[key_of(o)] = o
+    return list(merged.values())
+
+
+def arms(design: Design) -> list[Arm]:
+    def arm(applied) -> Arm:
+        name = "+".join(applied) or BASELINE
+        return Arm(name, tuple(applied), tuple(merge(design.baseline, *(design.factors[f] for f in applied))))
+
+    factors = list(design.factors)
+    if design.kind in ("leave_one_out", "add_one_in"):
+        return [arm(())] + [arm((f,)) for f in factors]
+    if design.kind == "path":
+        return [arm(tuple(design.order[:i])) for i in range(len(design.order) + 1)]
+    return [arm(tuple(f for f, on in zip(factors, bits, strict=True) if on))
+            for bits in itertools.product((False, True), repeat=len(factors))]
+
+
+def tag_overrides(design: Design, arm: Arm) -> list[str]:
+    """Overrides that tell the job its place in the design (the `design` node, which
+    is left out of the fingerprint: the same config in two designs is one run)."""
+    out = [f"design.name={design.name}", f"design.kind={design.kind}", f"design.arm={arm.name}"]
+    if design.kind == "factorial":
+        out.append("design.levels={" + ",".join(f"{f}:{v}" for f, v in design.levels(arm).items()) + "}")
+    return out
+
+
+def expand(design: Design, others: list[list[str]]) -> list[tuple[Arm, list[str]]]:
+    """Every job: each arm crossed with each combination of the sweep's other keys. The
+    command line may change the baseline (`train.epochs=3`), never a factor's keys."""
+    factor_keys = {key_of(o): f for f, overrides in design.factors.items() for o in overrides}
+    for other in others:
+        for o in other:
+            if key_of(o) in factor_keys:
+                raise DesignError(f"{o} on the command line sets {key_of(o)}, which factor "
+                                  f"{factor_keys[key_of(o)]!r} changes: the design would not hold. "
+                                  f"Drop it, or make it part of the design's baseline.")
+    jobs = []
+    for arm in arms(design):
+        for other in others:
+            base = merge(design.baseline, other)
+            jobs.append((arm, merge(base, *(design.factors[f] for f in arm.applied)) + tag_overrides(design, arm)))
+    return jobs
+
+
+def check(design: Design, compose, fingerprint) -> None:
+    """Every arm composes, and every factor changes the config of the arm it extends:
+    a factor that changes nothing would report noise as its effect."""
+    configs = {}
+    for arm in arms(design):
+        try:
+            configs[arm.applied] = fingerprint(compose(list(arm.overrides)))
+        except DesignError:
+            raise
+        except Exception as exc:
+            raise DesignError(f"arm {arm.name!r} ({' '.join(arm.overrides)}) does not compose: "
+                              f"{' '.join(str(exc).split())}") from None
+    for arm in arms(design):
+        if not arm.applied:
+            continue
+        parent = arm.applied[:-1] if design.kind == "path" else ()
+        if design.kind == "factorial" and len(arm.applied) > 1:
+            continue  # each factor is checked on its own against the baseline
+        if configs[arm.applied] == configs[parent]:
+            last = arm.applied[-1]
+            raise DesignError(f"factor {last!r} ({' '.join(design.factors[last])}) does not change the config "
+                              f"of {'+'.join(parent) or BASELINE} ({' '.join(design.baseline) or 'the defaults'}): "
+                              f"its effect would be seed noise. Fix its overrides.")
+
+
+def to_json(design: Design, job_arms: list[Arm], fingerprints: list[str]) -> str:
+    """The design and which arm each job's fingerprint belongs to, for the parent run:
+    the report rebuilds the study from this and the runs, whichever sweep trained them."""
+    arm_of = {fp: arm.name for arm, fp in zip(job_arms, fingerprints, strict=True)}
+    return json.dumps({**design.spec(), "arms": [a.name for a in arms(design)], "fingerprints": arm_of})
+
+
+@dataclass
+class Plan:
+    """What a sweep will run: every job's overrides, the keys that vary between jobs
+    (they name the runs), and, for a design sweep, the design and each job's arm."""
+    jobs: list[list[str]]
+    swept: list[str]
+    design: Design | None = None
+    arms: list[Arm] = field(default_factory=list)
+
+
+def is_design_sweep(sweeper_cfg) -> bool:
+    return str(sweeper_cfg.get("_target_", "")).startswith("hydra_plugins.ablate_sweeper.")
+
+
+def plan(sweeper_cfg, task_overrides: list[str]) -> Plan:
+    """The jobs of `python -m ablate -m <task overrides>` as the configured sweeper
+    expands them: Hydra's basic grid, or a design crossed with that grid."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    params = [f"{k}={v}" for k, v in (sweeper_cfg.get("params") or {}).items()]
+    args = [o for o in [*params, *task_overrides] if key_of(o) != DESIGN_KEY]  # the design's own choice
+    parsed = OverridesParser.create().parse_overrides(args)
+    swept = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+    grid = [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+    if not is_design_sweep(sweeper_cfg):
+        return Plan(grid, swept)
+    design = from_config(sweeper_cfg)
+    jobs = expand(design, grid)
+    return Plan([quote_step_args(overrides) for _, overrides in jobs], ["design.arm", *swept], design,
+                [arm for arm, _ in jobs])

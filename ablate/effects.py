@@ -1,0 +1,185 @@
+"""Effects of a design's factors, from its runs, each paired by seed:
+
+    leave_one_out  contribution of f = baseline - (baseline without f)
+    add_one_in     gain of f         = (baseline + f) - baseline
+    path           step i            = arm i - arm i-1
+    factorial      main effect of f  = mean over cells with f on - mean with f off
+                   interaction f x g = [(f on, g on) + (f off, g off) - (f on, g off) - (f off, g on)] / 2
+                   both per seed, over the seeds that finished every cell
+
+Every effect gets a t-interval and a bootstrap interval over seeds, a p-value from
+the paired t-test, and Holm's adjustment across the design's effects. An effect
+"stands clear of seed noise" when its Holm-adjusted p < 0.05 and its bootstrap
+interval excludes zero. Failed arms are kept: their seeds and errors are counted."""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ablate import stats, tracking
+from ablate.config import is_setting
+from ablate.designs import BASELINE, Design, arms
+
+METRICS = ("final_test_acc", "best_test_acc")
+HEADLINE = "final_test_acc"  # best_test_acc picks its epoch on the test set: optimistic, and noisier
+
+
+@dataclass
+class DesignReport:
+    design: Design
+    arms: pd.DataFrame        # one row per arm (and stratum)
+    effects: pd.DataFrame     # one row per effect (and stratum)
+    strata: list[str]         # params besides the seed that vary within arms (crossed sweep keys)
+    notes: list[str] = field(default_factory=list)
+
+    def clear(self, metric: str = HEADLINE) -> pd.DataFrame:
+        return self.effects[self.effects[f"{metric}_clear"]]
+
+
+def _arm_of(runs: pd.DataFrame, spec: dict) -> pd.Series:
+    return runs[f"tags.{tracking.FINGERPRINT}"].map(spec["fingerprints"])
+
+
+def _strata(runs: pd.DataFrame) -> list[str]:
+    keys = [c for c in runs.columns if c.startswith("params.") and is_setting(c[len("params."):])]
+    return [k for k in keys if runs.groupby("arm")[k].nunique(dropna=False).max() > 1]
+
+
+def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict) -> list[dict]:
+    rows = []
+    for arm in arms(design):
+        mine = runs[runs["arm"] == arm.name]
+        done = mine[mine["status"] == "FINISHED"]
+        failed = mine[mine["status"] != "FINISHED"]
+        errors = sorted({str(e) for e in failed.get(f"tags.{tracking.ERROR}", pd.Series(dtype=str)).dropna()})
+        row = {**stratum, "arm": arm.name, "applied": "+".join(arm.applied), "runs": len(mine),
+               "finished": len(done), "failed": len(failed), "error": "; ".join(errors)[:300],
+               "seeds": ",".join(str(int(s)) for s in sorted(done["seed"])),
+               "param_count": int(done["metrics.param_count"].iloc[0]) if len(done) else math.nan,
+               "overrides": " ".join(arm.overrides)}
+        if design.kind == "factorial":
+            row.update({f"level.{f}": v for f, v in design.levels(arm).items()})
+        for m in METRICS:
+            x = done[f"metrics.{m}"].to_numpy(dtype=float)
+            row[f"{m}_mean"] = float(x.mean()) if len(x) else math.nan
+            row[f"{m}_std"] = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+            row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = stats.t_interval(x, stats.ACCURACY)
+            row[f"{m}_boot_lo"], row[f"{m}_boot_hi"] = stats.bootstrap_interval(x)
+        rows.append(row)
+    return rows
+
+
+def _series(runs: pd.DataFrame, arm: str, metric: str) -> pd.Series:
+    done = runs[(runs["arm"] == arm) & (runs["status"] == "FINISHED")]
+    return done.set_index("seed")[f"metrics.{metric}"].astype(float)
+
+
+def _pairwise(design: Design) -> list[tuple[str, str, str, str]]:
+    """(effect, what it means, arm a, arm b): the effect is b - a."""
+    names = {a.applied: a.name for a in arms(design)}
+    out = []
+    if design.kind == "leave_one_out":
+        for f in design.factors:
+            out.append((f, f"{BASELINE} - without {f}", names[(f,)], BASELINE))
+    elif design.kind == "add_one_in":
+        for f in design.factors:
+            out.append((f, f"with {f} - {BASELINE}", BASELINE, names[(f,)]))
+    elif design.kind == "path":
+        for i, f in enumerate(design.order):
+            prev, cur = tuple(design.order[:i]), tuple(design.order[:i + 1])
+            out.append((f, f"{names[cur]} - {names[prev]}", names[prev], names[cur]))
+    return out
+
+
+def _effect_row(name: str, kind: str, what: str, per_seed: dict[str, tuple[pd.Series, pd.Series]],
+                status: str) -> dict:
+    row = {"effect": name, "kind": kind, "what": what, "status": status}
+    for m, (a, b) in per_seed.items():
+        seeds = sorted(set(a.index) & set(b.index))
+        comp = stats.paired(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy())
+        row.update({f"{m}_{k}": v for k, v in comp.as_dict().items() if k != "test"})
+    return row
+
+
+def _factorial_rows(design: Design, runs: pd.DataFrame) -> tuple[list[dict], list[str]]:
+    factors = list(design.factors)
+    by_levels = {a.applied: a.name for a in arms(design)}
+    notes, rows = [], []
+    cells = {}  # metric -> DataFrame [seed x arm]
+    for m in METRICS:
+        table = pd.DataFrame({name: _series(runs, name, m) for name in by_levels.values()})
+        complete = table.dropna()
+        if len(complete) < len(table):
+            notes.append(f"factorial effects use the {len(complete)} seed(s) that finished all {len(by_levels)} "
+                         f"cells; {len(table) - len(complete)} seed(s) left out")
+        cells[m] = complete
+
+    def level(arm_name: str, f: str) -> int:
+        return 1 if f in arm_name.split("+") else -1
+
+    contrasts = [((f,), "main") for f in factors]
+    contrasts += [(pair, "interaction") for pair in itertools.combinations(factors, 2)]
+    for fs, kind in contrasts:
+        per_seed = {}
+        for m in METRICS:
+            t = cells[m]
+            sign = np.array([np.prod([level(c, f) for f in fs]) for c in t.columns], dtype=float)
+            # a contrast: mean of the cells where the product of levels is +1, minus where -1
+            # (for two factors this is half the change of one's effect across the other's level)
+            per_seed[m] = (t.loc[:, sign < 0].mean(axis=1), t.loc[:, sign > 0].mean(axis=1))
+        name = " x ".join(fs)
+        what = f"mean({fs[0]} on) - mean({fs[0]} off)" if kind == "main" else \
+            f"[{fs[0]}'s effect with {fs[1]} on - with {fs[1]} off] / 2"
+        rows.append(_effect_row(name, kind, what, per_seed, "ok" if len(cells[HEADLINE]) else "cells failed"))
+    return rows, notes
+
+
+def analyse(runs: pd.DataFrame, spec: dict) -> DesignReport:
+    """`runs`: every run of the design's fingerprints (any status), as mlflow.search_runs
+    gives them; `spec`: the design.json the sweep's parent run keeps."""
+    design = Design.from_spec(spec)
+    runs = runs.copy()
+    runs["arm"] = _arm_of(runs, spec)
+    runs = runs[runs["arm"].notna()]
+    runs["seed"] = pd.to_numeric(runs["params.seed"])
+    # a config run twice (force=true, or a FAILED record and its retry): keep the newest
+    runs = runs.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
+    strata = _strata(runs)
+    notes: list[str] = []
+    arm_rows, effect_rows = [], []
+    groups = runs.groupby(strata, dropna=False) if strata else [((), runs)]
+    for values, part in groups:
+        stratum = dict(zip([k[len("params."):] for k in strata], values if isinstance(values, tuple) else (values,),
+                           strict=True))
+        arm_rows += _arm_table(design, part, stratum)
+        failed = {r["arm"]: r for r in arm_rows[-len(arms(design)):] if r["failed"]}
+        rows = []
+        if design.kind == "factorial":
+            rows, more = _factorial_rows(design, part)
+            notes += more
+        else:
+            for name, what, a, b in _pairwise(design):
+                bad = [failed[x] for x in (a, b) if x in failed]
+                status = "; ".join(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
+                                   + (f" ({r['error']})" if r["error"] else "") for r in bad) or "ok"
+                per_seed = {m: (_series(part, a, m), _series(part, b, m)) for m in METRICS}
+                kind = {"leave_one_out": "contribution", "add_one_in": "gain", "path": "step"}[design.kind]
+                rows.append(_effect_row(name, kind, what, per_seed, status))
+        for row in rows:
+            row.update(stratum)
+        frame = pd.DataFrame(rows)
+        for m in METRICS:
+            frame[f"{m}_p_holm"] = stats.holm(frame[f"{m}_p"]) if len(frame) else []
+            outside = (frame[f"{m}_boot_lo"] > 0) | (frame[f"{m}_boot_hi"] < 0)
+            frame[f"{m}_clear"] = (frame[f"{m}_p_holm"] < stats.ALPHA) & outside
+        effect_rows.append(frame)
+    for r in arm_rows:
+        if r["failed"]:
+            notes.append(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
+                         + (f": {r['error']}" if r["error"] else ""))
+    effects = pd.concat(effect_rows, ignore_index=True) if effect_rows else pd.DataFrame()
+    return DesignReport(design, pd.DataFrame(arm_rows), effects, [s[len("params."):] for s in strata], notes)

@@ -1,0 +1,199 @@
+"""Ablation designs as plain functions (arms, jobs, checks) and their effects, computed
+on runs with known metric values."""
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+import ablate
+from ablate import config, designs, effects, stats
+from ablate.designs import Design, DesignError
+
+LOO = Design("loo", "leave_one_out", ["step=7"], {"batchnorm": ["norm=none"], "rotation": ["augmentation=none"]})
+
+
+def test_each_kind_has_its_arms():
+    assert [(a.name, a.overrides) for a in designs.arms(LOO)] == [
+        ("baseline", ("step=7",)), ("batchnorm", ("step=7", "norm=none")), ("rotation", ("step=7", "augmentation=none"))]
+    aoi = Design("aoi", "add_one_in", ["step=1"], {"bn": ["norm=bn_before_relu"]})
+    assert [a.applied for a in designs.arms(aoi)] == [(), ("bn",)]
+    path = Design("p", "path", ["step=1"], {"a": ["step=2"], "b": ["step=3"], "c": ["step=4"]}, ["a", "c", "b"])
+    assert [(a.name, a.overrides) for a in designs.arms(path)] == [
+        ("baseline", ("step=1",)), ("a", ("step=2",)), ("a+c", ("step=4",)), ("a+c+b", ("step=3",))]
+    fact = Design("f", "factorial", [], {"x": ["seed=1"], "y": ["train.lr=0.1"], "z": ["norm=none"]})
+    arms = designs.arms(fact)
+    assert len(arms) == 8 and {a.applied for a in arms} == {
+        tuple(f for f, on in zip("xyz", bits, strict=True) if on) for bits in itertools.product((0, 1), repeat=3)}
+    assert fact.levels(arms[-1]) == {"x": "on", "y": "on", "z": "on"}
+
+
+def test_jobs_cross_the_arms_with_the_rest_of_the_sweep_and_carry_their_tags():
+    jobs = designs.expand(LOO, [["seed=0", "train.epochs=3"], ["seed=1", "train.epochs=3"]])
+    assert len(jobs) == 6
+    arm, overrides = jobs[3]
+    assert arm.name == "batchnorm"
+    assert overrides == ["step=7", "seed=1", "train.epochs=3", "norm=none", "design.name=loo",
+                         "design.kind=leave_one_out", "design.arm=batchnorm"]
+
+
+def test_the_command_line_may_change_the_baseline_but_not_a_factor():
+    jobs = designs.expand(LOO, [["step=6"]])
+    assert jobs[0][1][0] == "step=6"
+    with pytest.raises(DesignError, match="factor 'batchnorm' changes"):
+        designs.expand(LOO, [["norm=bn_after_relu"]])
+
+
+def test_a_design_is_read_from_the_sweeper_config_in_either_form():
+    d = designs.from_config({"design": "add_one_in", "baseline": "step=1 seed=2",
+                             "factors": {"bn": "norm=bn_before_relu model.dropout=0.05", "rot": ["augmentation=rotate"]}})
+    assert d.baseline == ["step=1", "seed=2"] and d.factors["bn"] == ["norm=bn_before_relu", "model.dropout=0.05"]
+    assert d.name == "add_one_in" and d.order == ["bn", "rot"]
+
+
+@pytest.mark.parametrize("node, needle", [
+    ({"design": "zigzag", "factors": {"a": ["seed=1"]}}, "must be one of leave_one_out"),
+    ({"design": "path", "factors": {}}, "factors is empty"),
+    ({"design": "path", "factors": {"a": ["seed=1"]}, "order": ["a", "b"]}, "unknown factor(s) b"),
+    ({"design": "path", "factors": {"a": []}}, "factor 'a' has no overrides"),
+    ({"design": "path", "factors": {"a": [3]}}, "give a list of overrides"),
+])
+def test_a_malformed_design_is_one_clear_error(node, needle):
+    with pytest.raises(DesignError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        designs.from_config(node)
+
+
+def test_a_factor_that_changes_nothing_or_does_not_compose_is_refused():
+    same = Design("x", "leave_one_out", ["step=7"], {"noop": ["norm=bn_before_relu"]})
+    with pytest.raises(DesignError, match="factor 'noop' .* does not change the config of baseline"):
+        designs.check(same, config.compose, config.fingerprint)
+    broken = Design("x", "leave_one_out", ["step=7"], {"typo": ["norm=bn_sideways"]})
+    with pytest.raises(DesignError, match="arm 'typo' .* does not compose"):
+        designs.check(broken, config.compose, config.fingerprint)
+    designs.check(LOO, config.compose, config.fingerprint)  # a good one passes
+
+
+def test_the_design_node_is_a_tag_not_part_of_the_config():
+    plain = ablate.compose(["step=7"])
+    tagged = ablate.compose(["step=7", "design.name=loo", "design.arm=baseline"])
+    assert config.fingerprint(plain) == config.fingerprint(tagged)
+    assert not any(k.startswith("design") for k in config.flatten(tagged))
+
+
+# --- effects on runs with known values ------------------------------------------------
+
+def runs_frame(design: Design, value, seeds=(0, 1, 2), failed=()) -> tuple[pd.DataFrame, dict]:
+    """A runs DataFrame as mlflow.search_runs gives it, one run per arm and seed, with
+    final (and best = final + 0.1) accuracy from value(arm, seed); and the spec."""
+    rows, arm_of = [], {}
+    for arm in designs.arms(design):
+        for seed in seeds:
+            fp = f"{arm.name}-{seed}"
+            arm_of[fp] = arm.name
+            bad = (arm.name, seed) in failed
+            acc = np.nan if bad else value(arm, seed)
+            rows.append({"run_id": fp, "status": "FAILED" if bad else "FINISHED", "start_time": len(rows),
+                         "tags.ablate.fingerprint": fp, "params.seed": str(seed),
+                         "tags.ablate.error": "FloatingPointError: training diverged" if bad else None,
+                         "metrics.final_test_acc": acc, "metrics.best_test_acc": acc + 0.1,
+                         "metrics.param_count": 100.0})
+    spec = {**design.spec(), "arms": [a.name for a in designs.arms(design)], "fingerprints": arm_of}
+    return pd.DataFrame(rows), json.loads(json.dumps(spec))
+
+
+NOISE = {(a, s): v for (a, s), v in zip(itertools.product(["baseline", "batchnorm", "rotation"], range(3)),
+                                         [0.0, 0.04, -0.03, 0.02, -0.05, 0.01, -0.02, 0.03, 0.05], strict=True)}
+
+
+def test_leave_one_out_contributions_are_the_paired_differences_with_scipys_intervals():
+    truth = {"baseline": 99.4, "batchnorm": 98.9, "rotation": 99.35}
+    runs, spec = runs_frame(LOO, lambda arm, s: truth[arm.name] + NOISE[(arm.name, s)])
+    rep = effects.analyse(runs, spec)
+    e = rep.effects.set_index("effect")
+    for f in ("batchnorm", "rotation"):
+        base = np.array([truth["baseline"] + NOISE[("baseline", s)] for s in range(3)])
+        without = np.array([truth[f] + NOISE[(f, s)] for s in range(3)])
+        row = e.loc[f]
+        assert row["final_test_acc_delta"] == pytest.approx(np.mean(base - without))  # baseline - without
+        ci = scipy_stats.ttest_rel(base, without).confidence_interval(0.95)
+        assert (row["final_test_acc_ci_lo"], row["final_test_acc_ci_hi"]) == pytest.approx((ci.low, ci.high))
+        boot = scipy_stats.bootstrap((base - without,), np.mean, n_resamples=9999, method="percentile",
+                                     rng=np.random.default_rng(0)).confidence_interval
+        assert (row["final_test_acc_boot_lo"], row["final_test_acc_boot_hi"]) == pytest.approx((boot.low, boot.high))
+        assert row["final_test_acc_p"] == pytest.approx(scipy_stats.ttest_rel(base, without).pvalue)
+    p = e[["final_test_acc_p"]].to_numpy().ravel()
+    assert e["final_test_acc_p_holm"].to_numpy() == pytest.approx(np.minimum(1, np.maximum.accumulate(
+        np.sort(p) * [2, 1]))[np.argsort(np.argsort(p))])
+    assert e.loc["batchnorm", "final_test_acc_clear"] and not e.loc["rotation", "final_test_acc_clear"]
+
+
+def test_add_one_in_gains_are_with_minus_baseline():
+    aoi = Design("aoi", "add_one_in", ["step=1"], {"bn": ["norm=bn_before_relu"]})
+    runs, spec = runs_frame(aoi, lambda arm, s: 99.0 + (0.3 if arm.applied else 0) + 0.01 * s * (arm.name == "bn"))
+    e = effects.analyse(runs, spec).effects.iloc[0]
+    assert e["effect"] == "bn" and e["final_test_acc_delta"] == pytest.approx(0.31)
+    assert e["what"] == "with bn - baseline"
+
+
+def planted(interaction: float):
+    """A 2^3 factorial: final acc = 90 + 2a + 1b + 0c + interaction * a * b + seed noise."""
+    rng = np.random.default_rng(7)
+    noise = {(cell, s): rng.normal(0, 0.05) for cell in range(8) for s in range(5)}
+    fact = Design("f", "factorial", [], {"a": ["x=1"], "b": ["y=1"], "c": ["z=1"]})
+    index = {a.name: i for i, a in enumerate(designs.arms(fact))}
+
+    def value(arm, seed):
+        on = {f: f in arm.applied for f in "abc"}
+        return 90 + 2 * on["a"] + on["b"] + interaction * on["a"] * on["b"] + noise[(index[arm.name], seed)]
+
+    return fact, value
+
+
+@pytest.mark.parametrize("interaction", [1.5, 0.0])
+def test_a_factorial_finds_a_planted_interaction_and_none_where_there_is_none(interaction):
+    fact, value = planted(interaction)
+    runs, spec = runs_frame(fact, value, seeds=range(5))
+    e = effects.analyse(runs, spec).effects.set_index("effect")
+    assert e.loc["a", "final_test_acc_delta"] == pytest.approx(2 + interaction / 2, abs=0.06)
+    assert e.loc["b", "final_test_acc_delta"] == pytest.approx(1 + interaction / 2, abs=0.06)
+    assert e.loc["a x b", "final_test_acc_delta"] == pytest.approx(interaction / 2, abs=0.06)
+    clear = set(e.index[e["final_test_acc_clear"]])
+    assert clear == ({"a", "b", "a x b"} if interaction else {"a", "b"})
+    # by hand, for one seed: the a x b contrast is half the change of a's effect across b
+    cells = {a.name: value(a, 0) for a in designs.arms(fact)}
+    by_hand = np.mean([(cells[f"a+b{c}"] - cells[f"b{c}"]) - (cells[f"a{c}"] - cells[f"baseline" if not c else c[1:]])
+                       for c in ("", "+c")]) / 2
+    per_seed = runs_frame(fact, value, seeds=[0])
+    assert effects.analyse(*per_seed).effects.set_index("effect").loc["a x b", "final_test_acc_delta"] == \
+        pytest.approx(by_hand)
+
+
+def test_a_failed_arm_is_part_of_the_answer():
+    runs, spec = runs_frame(LOO, lambda arm, s: 99.0 + NOISE[(arm.name, s)], failed={("batchnorm", 0), ("batchnorm", 1),
+                                                                                       ("batchnorm", 2)})
+    rep = effects.analyse(runs, spec)
+    arm = rep.arms.set_index("arm").loc["batchnorm"]
+    assert (arm["finished"], arm["failed"]) == (0, 3) and "diverged" in arm["error"]
+    e = rep.effects.set_index("effect")
+    assert "3 of 3 seed(s) failed" in e.loc["batchnorm", "status"] and np.isnan(e.loc["batchnorm", "final_test_acc_delta"])
+    assert e.loc["rotation", "status"] == "ok" and not np.isnan(e.loc["rotation", "final_test_acc_delta"])
+    assert any("batchnorm: 3 of 3" in n for n in rep.notes)
+
+
+def test_intervals_respect_the_range_of_an_accuracy():
+    lo, hi = stats.t_interval([99.9, 99.2, 100.0], stats.ACCURACY)
+    assert hi == 100.0 and lo > 98
+    blo, bhi = stats.bootstrap_interval([39.0, 45.0, 50.0])
+    assert 39.0 <= blo <= bhi <= 50.0
+
+
+def test_holm_matches_the_step_down_rule():
+    p = [0.01, 0.04, 0.03, 0.5]
+    assert stats.holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def test_the_smallest_detectable_difference_shrinks_with_seeds():
+    mdd = [stats.min_detectable(1.0, n) for n in (3, 5, 10, 30)]
+    assert mdd == sorted(mdd, reverse=True) and mdd[2] == pytest.approx(0.996, abs=0.01)
