@@ -78,7 +78,8 @@ class Augment:
     rotate, erase, in that order, each only when configured. `mean` and `std` are the
     data's per-channel statistics in pixel units, to map fill values."""
 
-    def __init__(self, cfg, mean, std):
+    def __init__(self, cfg, mean, std, generator: torch.Generator | None = None):
+        self.gen = generator  # None: torch's global stream
         self.crop, self.flip = cfg.get("crop"), cfg.get("flip")
         self.rot, self.era = cfg.get("rotate"), cfg.get("erase")
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
@@ -101,15 +102,15 @@ class Augment:
         n, dev = x.shape[0], x.device
         if self.crop is not None:
             p = int(self.crop.padding)
-            tops, lefts = torch.randint(0, 2 * p + 1, (2, n), device=dev)
+            tops, lefts = torch.randint(0, 2 * p + 1, (2, n), device=dev, generator=self.gen)
             x = crop(x, tops, lefts, p, self._norm(self.crop.fill, dev))
         if self.flip is not None:
-            x = flip(x, torch.rand(n, device=dev) < self.flip.p)
+            x = flip(x, torch.rand(n, device=dev, generator=self.gen) < self.flip.p)
         if self.rot is not None:
             d = float(self.rot.degrees)
-            angles = (torch.rand(n, device=dev) * 2 - 1) * d
+            angles = (torch.rand(n, device=dev, generator=self.gen) * 2 - 1) * d
             x = rotate(x, angles, self._norm(self.rot.fill, dev), self.rot.interpolation)
         if self.era is not None:
             e = self.era
-            x = erase(x, e.p, tuple(e.scale), tuple(e.ratio), self._norm(e.value, dev))
+            x = erase(x, e.p, tuple(e.scale), tuple(e.ratio), self._norm(e.value, dev), generator=self.gen)
         return x

@@ -66,7 +66,7 @@ class AblateCallback(Callback):
         self.client = None
         self.cfg = None
         self.fingerprints: list[str] = []
-        self.design_spec: dict | None = None
+        self.design_file: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
@@ -87,11 +87,13 @@ class AblateCallback(Callback):
         name = f"{sweep.design.name} {sweep_id}" if sweep.design else f"sweep {sweep_id}"
         parent = self.client.create_run(exp_id, run_name=name, tags=tags)
         self.parent_id = parent.info.run_id
-        self.design_spec = None
-        if sweep.design is not None:
+        self.design_file = None
+        if sweep.design is not None:  # the design and each job's arm; an adaptive sweeper adds rounds to it
             spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints)
             self.client.log_text(self.parent_id, spec, tracking.DESIGN_FILE)
-            self.design_spec = json.loads(spec)  # at exit MLflow can no longer download it
+            self.design_file = Path(config.hydra.sweep.dir) / tracking.DESIGN_FILE
+            self.design_file.parent.mkdir(parents=True, exist_ok=True)
+            self.design_file.write_text(spec)
         os.environ.update({
             tracking.ENV_SWEEP_ID: sweep_id, tracking.ENV_PARENT: self.parent_id,
             tracking.ENV_SWEEP_KEYS: ",".join(swept),
@@ -127,7 +129,9 @@ class AblateCallback(Callback):
             try:
                 from ablate import report  # pandas, scipy, matplotlib: only when needed
                 out = Path(self.cfg.report.out or Path(self.cfg.hydra.sweep.dir) / "report")
-                report.for_sweep(self.client, parent_id, self.cfg, self.fingerprints, out, self.design_spec)
+                # read from the sweep folder: at exit MLflow can no longer download artifacts
+                spec = json.loads(self.design_file.read_text()) if self.design_file else None
+                report.for_sweep(self.client, parent_id, self.cfg, self.fingerprints, out, spec)
             except Exception as exc:  # the runs are safe in MLflow; the report can be rebuilt
                 log.error(f"Report failed: {exc}. Rebuild it with `python -m ablate.report`.")
         self.client.set_terminated(parent_id, status)

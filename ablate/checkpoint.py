@@ -44,6 +44,7 @@ def save(path: Path, state: State) -> None:
         "model": state.model.state_dict(), "opt": state.opt.state_dict(),
         "sched": state.sched.state_dict() if state.sched is not None else None,
         "history": state.history, "rng": rng_state(),
+        "streams": {k: g.get_state() for k, g in state.streams.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -68,4 +69,6 @@ def load(path: Path, state: State) -> State:
     state.epoch, state.best_acc, state.best_epoch = payload["epoch"], payload["best_acc"], payload["best_epoch"]
     state.history = list(payload["history"])
     set_rng_state(payload["rng"])
+    for k, g in state.streams.items():
+        g.set_state(payload.get("streams", {})[k])
     return state

@@ -32,10 +32,15 @@ def is_non_result(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
 
 
+def is_seed(param: str) -> bool:
+    """`seed`, or a per-source seed (`seeds.init`, ...)."""
+    return param == "seed" or param.startswith("seeds.")
+
+
 def is_setting(param: str) -> bool:
-    """A logged param that defines a configuration: not the seed (reports pool over
-    it), not param_count (a result), not where or how a job runs."""
-    return param not in ("seed", "param_count") and not is_non_result(param)
+    """A logged param that defines a configuration: not a seed (reports pool over
+    them), not param_count (a result), not where or how a job runs."""
+    return not is_seed(param) and param != "param_count" and not is_non_result(param)
 
 
 _STEP_ARG = re.compile(r"^(\+{0,2}step)=(\d+(?:,\d+)*|range\((\d+),\s*(\d+)\))$")
@@ -142,6 +147,8 @@ def validate(cfg: DictConfig) -> None:
     The model itself is checked against the data later (model.check_model)."""
     t = cfg.train
     _check(isinstance(cfg.seed, int), "seed", "must be an integer", cfg.seed)
+    for source, value in (cfg.get("seeds") or {}).items():
+        _check(value is None or isinstance(value, int), f"seeds.{source}", "must be null or an integer", value)
     _check(isinstance(t.epochs, int) and t.epochs >= 1, "train.epochs", "must be an integer >= 1", t.epochs)
     _check(isinstance(t.batch_size, int) and t.batch_size >= 1, "train.batch_size",
            "must be an integer >= 1", t.batch_size)

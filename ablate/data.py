@@ -325,13 +325,13 @@ class Tensors:
     def __len__(self) -> int:
         return len(self.x)
 
-    def batches(self, batch_size: int, shuffle: bool):
+    def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
         n = len(self.x)
         if not shuffle:
             for i in range(0, n, batch_size):
                 yield self.x[i:i + batch_size], self.y[i:i + batch_size]
             return
-        perm = torch.randperm(n, device=self.x.device)
+        perm = torch.randperm(n, device=self.x.device, generator=generator)
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
             yield self.x[idx], self.y[idx]
@@ -363,8 +363,12 @@ class Stream:
     def __len__(self) -> int:
         return len(self.items)
 
-    def batches(self, batch_size: int, shuffle: bool):
-        gen = torch.Generator().manual_seed(int(torch.randint(2**62, ()))) if shuffle else None
+    def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
+        if shuffle:
+            seed = torch.randint(2**62, (), generator=generator, device=generator.device if generator else None)
+            gen = torch.Generator().manual_seed(int(seed))
+        else:
+            gen = None
         loader = DataLoader(self.items, batch_size, shuffle=shuffle, generator=gen, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda")
         for x, y in loader:

@@ -8,6 +8,8 @@ ablate_sweeper), the sweep's pre-flight (callbacks.py) and the report.
     add_one_in     the baseline, and the baseline plus each factor
     factorial      every on/off combination of the factors: 2^k arms
     path           the factors applied one after another, in order
+    greedy_path    the path the data finds, round by round (ablate.adaptive)
+    grid           the command line's grid, each combination an arm (for adaptive seeds)
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ablate.config import quote_step_args
 from ablate.errors import ConfigError
 
-KINDS = ("leave_one_out", "add_one_in", "factorial", "path")
+KINDS = ("leave_one_out", "add_one_in", "factorial", "path", "greedy_path", "grid")
 BASELINE = "baseline"
 DESIGN_KEY = "ablation"  # the config group that picks a design: `ablation=step7_loo`
 
@@ -43,6 +45,7 @@ class Design:
     baseline: list[str]
     factors: dict[str, list[str]]   # in the order given
     order: list[str] = field(default_factory=list)  # path: the order the factors are applied in
+    grid: list[list[str]] = field(default_factory=list)  # grid: each arm's overrides
 
     def levels(self, arm: Arm) -> dict[str, str]:
         return {f: "on" if f in arm.applied else "off" for f in self.factors}
@@ -50,11 +53,12 @@ class Design:
     def spec(self) -> dict:
         """What the sweep's parent run keeps, so a report can be rebuilt from MLflow."""
         return {"name": self.name, "kind": self.kind, "baseline": self.baseline, "factors": self.factors,
-                "order": self.order}
+                "order": self.order, "grid": self.grid}
 
     @classmethod
     def from_spec(cls, spec: dict) -> Design:
-        return cls(spec["name"], spec["kind"], list(spec["baseline"]), dict(spec["factors"]), list(spec["order"]))
+        return cls(spec["name"], spec["kind"], list(spec["baseline"]), dict(spec["factors"]), list(spec["order"]),
+                   [list(g) for g in spec.get("grid", [])])
 
 
 def _overrides(value, what: str) -> list[str]:
@@ -77,6 +81,9 @@ def from_config(node) -> Design:
         raise DesignError(f"hydra.sweeper.design={kind!r} is invalid: must be one of {', '.join(KINDS)}. "
                           f"Fix it with `hydra.sweeper.design=<kind>`.")
     factors_node = node.get("factors") or {}
+    if kind == "grid" and not factors_node:
+        baseline = _overrides(node.get("baseline"), "hydra.sweeper.baseline")
+        return Design(str(node.get("name") or kind), kind, baseline, {})
     if not isinstance(factors_node, dict) or not factors_node:
         raise DesignError("hydra.sweeper.factors is empty: a design needs named factors, each a list of "
                           "overrides, e.g. `hydra.sweeper.factors={batchnorm:\"norm=none\"}`.")
@@ -122,7 +129,9 @@ def arms(design: Design) -> list[Arm]:
         return Arm(name, tuple(applied), tuple(merge(design.baseline, *(design.factors[f] for f in applied))))
 
     factors = list(design.factors)
-    if design.kind in ("leave_one_out", "add_one_in"):
+    if design.kind == "grid":
+        return [Arm(grid_name(g), (), tuple(merge(design.baseline, g))) for g in design.grid]
+    if design.kind in ("leave_one_out", "add_one_in", "greedy_path"):  # greedy: its first round
         return [arm(())] + [arm((f,)) for f in factors]
     if design.kind == "path":
         return [arm(tuple(design.order[:i])) for i in range(len(design.order) + 1)]
@@ -130,10 +139,15 @@ def arms(design: Design) -> list[Arm]:
             for bits in itertools.product((False, True), repeat=len(factors))]
 
 
+def grid_name(overrides: list[str]) -> str:
+    """A grid arm's name: its overrides, as a run name shows them."""
+    return ",".join(o.replace('"', "").replace("'", "") for o in overrides) or BASELINE
+
+
 def tag_overrides(design: Design, arm: Arm) -> list[str]:
     """Overrides that tell the job its place in the design (the `design` node, which
     is left out of the fingerprint: the same config in two designs is one run)."""
-    out = [f"design.name={design.name}", f"design.kind={design.kind}", f"design.arm={arm.name}"]
+    out = [f"design.name={design.name}", f"design.kind={design.kind}", f"design.arm='{arm.name}'"]
     if design.kind == "factorial":
         out.append("design.levels={" + ",".join(f"{f}:{v}" for f, v in design.levels(arm).items()) + "}")
     return out
@@ -149,12 +163,15 @@ def expand(design: Design, others: list[list[str]]) -> list[tuple[Arm, list[str]
                 raise DesignError(f"{o} on the command line sets {key_of(o)}, which factor "
                                   f"{factor_keys[key_of(o)]!r} changes: the design would not hold. "
                                   f"Drop it, or make it part of the design's baseline.")
-    jobs = []
-    for arm in arms(design):
-        for other in others:
-            base = merge(design.baseline, other)
-            jobs.append((arm, merge(base, *(design.factors[f] for f in arm.applied)) + tag_overrides(design, arm)))
-    return jobs
+    return [(arm, job_overrides(design, arm, other)) for arm in arms(design) for other in others]
+
+
+def job_overrides(design: Design, arm: Arm, other: list[str]) -> list[str]:
+    """One job's overrides: the baseline, the command line's own, the arm's factors, its tags."""
+    base = merge(design.baseline, other)
+    extra = [o for o in arm.overrides if o not in design.baseline] if design.kind == "grid" else ()
+    body = merge(base, extra, *(design.factors[f] for f in arm.applied))
+    return quote_step_args(body) + tag_overrides(design, arm)
 
 
 def check(design: Design, compose, fingerprint) -> None:
@@ -169,6 +186,14 @@ def check(design: Design, compose, fingerprint) -> None:
         except Exception as exc:
             raise DesignError(f"arm {arm.name!r} ({' '.join(arm.overrides)}) does not compose: "
                               f"{' '.join(str(exc).split())}") from None
+    if design.kind == "greedy_path":  # the order decides nothing only if no two factors share a key
+        owner: dict[str, str] = {}
+        for f, overrides in design.factors.items():
+            for o in overrides:
+                if (k := key_of(o)) in owner:
+                    raise DesignError(f"factors {owner[k]!r} and {f!r} both set {k}: a greedy path could apply "
+                                      f"them in either order, which changes the config. Give {k} to one factor.")
+                owner[k] = f
     for arm in arms(design):
         if not arm.applied:
             continue
@@ -197,6 +222,13 @@ class Plan:
     swept: list[str]
     design: Design | None = None
     arms: list[Arm] = field(default_factory=list)
+    policy: object = None           # adaptive.SeedPolicy: seeds chosen round by round (None: from the command line)
+    race: bool = False              # greedy_path: drop clearly worse candidates early
+    other: list[str] = field(default_factory=list)  # an adaptive study's fixed command-line overrides
+
+    @property
+    def adaptive(self) -> bool:
+        return self.policy is not None
 
 
 def is_design_sweep(sweeper_cfg) -> bool:
@@ -216,6 +248,29 @@ def plan(sweeper_cfg, task_overrides: list[str]) -> Plan:
     if not is_design_sweep(sweeper_cfg):
         return Plan(grid, swept)
     design = from_config(sweeper_cfg)
-    jobs = expand(design, grid)
-    return Plan([quote_step_args(overrides) for _, overrides in jobs], ["design.arm", *swept], design,
-                [arm for arm, _ in jobs])
+    seeds = sweeper_cfg.get("seeds")
+    if design.kind == "greedy_path" and not seeds:
+        seeds = {"min": 3}  # the path is found on three seeds unless told otherwise
+    if design.kind == "grid":  # the command line's combinations are the arms, crossed with its seeds
+
+        def distinct(lists):
+            return [x for i, x in enumerate(lists) if x not in lists[:i]]
+        varied = set(swept) - {"seed"}
+        design.grid = distinct([[o for o in g if key_of(o) in varied] for g in grid])
+        grid = distinct([[o for o in g if key_of(o) not in varied] for g in grid])
+    names = swept if design.kind == "grid" else ["design.arm", *swept]  # what run names show
+    if not seeds:
+        jobs = expand(design, grid)
+        return Plan([overrides for _, overrides in jobs], names, design, [arm for arm, _ in jobs])
+    from ablate.adaptive import SeedPolicy
+    policy = SeedPolicy.from_config(OmegaConf.to_container(seeds) if isinstance(seeds, DictConfig) else seeds)
+    fixed = [k for k in swept if k != "seed"] if design.kind != "grid" else []
+    if any(key_of(o) == "seed" for g in grid for o in g) or fixed:
+        what = "seed" if not fixed else ", ".join(fixed)
+        raise DesignError(f"{what} on the command line: an adaptive study chooses the seeds itself "
+                          f"(hydra.sweeper.seeds) and crosses no other sweep keys. Drop it, or put it in the design.")
+    other = grid[0]
+    expand(design, [other])  # the command line may not set a factor's keys
+    first = [(arm, s) for arm in arms(design) for s in range(policy.min)]  # the first round, for the pre-flight
+    jobs = [job_overrides(design, arm, [*other, f"seed={s}"]) for arm, s in first]
+    return Plan(jobs, [*names, "seed"], design, [arm for arm, _ in first], policy, bool(sweeper_cfg.get("race")), other)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ablate import stats, tracking
-from ablate.config import is_setting
+from ablate.config import is_seed, is_setting
 from ablate.designs import BASELINE, Design, arms
 
 METRICS = ("final_test_acc", "best_test_acc")
@@ -35,9 +35,48 @@ class DesignReport:
     effects: pd.DataFrame     # one row per effect (and stratum)
     strata: list[str]         # params besides the seed that vary within arms (crossed sweep keys)
     notes: list[str] = field(default_factory=list)
+    rounds: pd.DataFrame | None = None  # greedy_path: every round's candidates
+    adaptive: dict | None = None        # the seed policy, when the sweeper chose the seeds
 
     def clear(self, metric: str = HEADLINE) -> pd.DataFrame:
         return self.effects[self.effects[f"{metric}_clear"]]
+
+
+def seed_columns(runs: pd.DataFrame) -> list[str]:
+    """`params.seed` and the per-source seeds that any run sets."""
+    return [c for c in runs.columns if c.startswith("params.") and is_seed(c[len("params."):])
+            and (c == "params.seed" or runs[c].fillna("null").ne("null").any())]
+
+
+def pair_key(runs: pd.DataFrame) -> pd.Series:
+    """What pairs runs across arms: the seed, or every source's seed when some are set
+    (runs that share all their seeds are paired)."""
+    cols = seed_columns(runs)
+    if cols == ["params.seed"]:
+        return pd.to_numeric(runs["params.seed"])
+    return runs[cols].fillna("null").astype(str).agg("|".join, axis=1)
+
+
+def variance_by_source(runs: pd.DataFrame, metric: str = HEADLINE) -> pd.DataFrame:
+    """The seed-to-seed spread of one configuration's runs, split by source: for each
+    seed column that varies, the std among runs that differ in that source alone (the
+    others held fixed), pooled over the groups. The last row is the overall std."""
+    cols = seed_columns(runs)
+    y = runs[f"metrics.{metric}"].astype(float)
+    rows = []
+    for col in cols:
+        others = [c for c in cols if c != col]
+        groups = runs.groupby(others, dropna=False) if others else [((), runs)]
+        ss, df = 0.0, 0
+        for _, g in groups:
+            if g[col].nunique() > 1:
+                v = y.loc[g.index]
+                ss, df = ss + float(((v - v.mean()) ** 2).sum()), df + len(v) - 1
+        if df:
+            rows.append({"source": col[len("params."):], "runs": len(runs), "df": df, "std": math.sqrt(ss / df)})
+    if len(rows) and len(y) > 1:
+        rows.append({"source": "all runs", "runs": len(runs), "df": len(y) - 1, "std": float(y.std(ddof=1))})
+    return pd.DataFrame(rows)
 
 
 def _arm_of(runs: pd.DataFrame, spec: dict) -> pd.Series:
@@ -58,7 +97,7 @@ def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict) -> list[dict]:
         errors = sorted({str(e) for e in failed.get(f"tags.{tracking.ERROR}", pd.Series(dtype=str)).dropna()})
         row = {**stratum, "arm": arm.name, "applied": "+".join(arm.applied), "runs": len(mine),
                "finished": len(done), "failed": len(failed), "error": "; ".join(errors)[:300],
-               "seeds": ",".join(str(int(s)) for s in sorted(done["seed"])),
+               "seeds": ",".join(str(s) for s in sorted(done["seed"])),
                "param_count": int(done["metrics.param_count"].iloc[0]) if len(done) else math.nan,
                "overrides": " ".join(arm.overrides)}
         if design.kind == "factorial":
@@ -92,7 +131,19 @@ def _pairwise(design: Design) -> list[tuple[str, str, str, str]]:
         for i, f in enumerate(design.order):
             prev, cur = tuple(design.order[:i]), tuple(design.order[:i + 1])
             out.append((f, f"{names[cur]} - {names[prev]}", names[prev], names[cur]))
+    elif design.kind == "grid":
+        first, *rest = [a.name for a in arms(design)]
+        out += [(a, f"{a} - {first}", first, a) for a in rest]
     return out
+
+
+def _greedy(spec: dict) -> tuple[Design, pd.DataFrame]:
+    """A greedy path's report is the path it found (a path design), and its rounds."""
+    design = Design.from_spec(spec)
+    found = spec["greedy"]["path"]
+    rows = [{"round": i + 1, "from": "+".join(r["current"]) or BASELINE, **c, "chosen": c["factor"] == r["chosen"]}
+            for i, r in enumerate(spec["greedy"]["rounds"]) for c in r["candidates"]]
+    return Design(design.name, "path", design.baseline, design.factors, list(found)), pd.DataFrame(rows)
 
 
 def _effect_row(name: str, kind: str, what: str, per_seed: dict[str, tuple[pd.Series, pd.Series]],
@@ -142,10 +193,18 @@ def analyse(runs: pd.DataFrame, spec: dict) -> DesignReport:
     """`runs`: every run of the design's fingerprints (any status), as mlflow.search_runs
     gives them; `spec`: the design.json the sweep's parent run keeps."""
     design = Design.from_spec(spec)
+    rounds = None
+    if design.kind == "greedy_path":
+        if "greedy" not in spec:
+            raise ValueError("the greedy path has not finished a round yet: run the study's command again")
+        design, rounds = _greedy(spec)
+    adaptive = spec.get("adaptive")
+    decided = {d["comparison"]: d for d in (adaptive or {}).get("decisions", [])}
+    looks = adaptive["policy"]["max"] - adaptive["policy"]["min"] + 1 if decided else 1
     runs = runs.copy()
     runs["arm"] = _arm_of(runs, spec)
     runs = runs[runs["arm"].notna()]
-    runs["seed"] = pd.to_numeric(runs["params.seed"])
+    runs["seed"] = pair_key(runs)
     # a config run twice (force=true, or a FAILED record and its retry): keep the newest
     runs = runs.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
     strata = _strata(runs)
@@ -167,13 +226,18 @@ def analyse(runs: pd.DataFrame, spec: dict) -> DesignReport:
                 status = "; ".join(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
                                    + (f" ({r['error']})" if r["error"] else "") for r in bad) or "ok"
                 per_seed = {m: (_series(part, a, m), _series(part, b, m)) for m in METRICS}
-                kind = {"leave_one_out": "contribution", "add_one_in": "gain", "path": "step"}[design.kind]
+                kind = {"leave_one_out": "contribution", "add_one_in": "gain", "path": "step",
+                        "grid": "difference"}[design.kind]
                 rows.append(_effect_row(name, kind, what, per_seed, status))
         for row in rows:
             row.update(stratum)
+            if row["effect"] in decided:  # how many seeds it took, and why it stopped
+                row["seeds"], row["stopped"] = decided[row["effect"]]["n"], decided[row["effect"]]["reason"]
         frame = pd.DataFrame(rows)
         for m in METRICS:
-            frame[f"{m}_p_holm"] = stats.holm(frame[f"{m}_p"]) if len(frame) else []
+            # an adaptive study looked at each comparison up to `looks` times: Bonferroni over
+            # the looks, then Holm over the comparisons
+            frame[f"{m}_p_holm"] = stats.holm(np.minimum(1.0, frame[f"{m}_p"] * looks)) if len(frame) else []
             outside = (frame[f"{m}_boot_lo"] > 0) | (frame[f"{m}_boot_hi"] < 0)
             frame[f"{m}_clear"] = (frame[f"{m}_p_holm"] < stats.ALPHA) & outside
         effect_rows.append(frame)
@@ -182,4 +246,5 @@ def analyse(runs: pd.DataFrame, spec: dict) -> DesignReport:
             notes.append(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
                          + (f": {r['error']}" if r["error"] else ""))
     effects = pd.concat(effect_rows, ignore_index=True) if effect_rows else pd.DataFrame()
-    return DesignReport(design, pd.DataFrame(arm_rows), effects, [s[len("params."):] for s in strata], notes)
+    return DesignReport(design, pd.DataFrame(arm_rows), effects, [s[len("params."):] for s in strata], notes,
+                        rounds, adaptive)

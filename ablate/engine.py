@@ -32,6 +32,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+SOURCES = ("init", "data", "augment", "dropout")
+
+
+def source_seeds(cfg) -> dict[str, int] | None:
+    """Each source's seed when any is set (`seeds.<source>`, else `seed`); None when
+    none is, and one stream drives them all, as it always did."""
+    given = {k: v for k, v in (cfg.get("seeds") or {}).items() if v is not None}
+    return {s: int(given.get(s, cfg.seed)) for s in SOURCES} if given else None
+
+
+def streams(cfg, device: torch.device) -> dict[str, torch.Generator]:
+    """Generators of their own for the data order and the augmentation draws, when the
+    sources are split; empty otherwise (both then draw from torch's global stream)."""
+    seeds = source_seeds(cfg)
+    if seeds is None:
+        return {}
+    return {s: torch.Generator(device=device).manual_seed(seeds[s]) for s in ("data", "augment")}
+
+
 def make_optimizer(cfg, model: nn.Module, steps_per_epoch: int):
     """Optimizer, scheduler, and whether the scheduler steps per batch."""
     o, s, t = cfg.optimizer, cfg.scheduler, cfg.train
@@ -68,6 +87,7 @@ class State:
     best_acc: float = -1.0
     best_epoch: int = 0
     history: list = field(default_factory=list)
+    streams: dict = field(default_factory=dict)  # source -> torch.Generator, when the sources are split
 
 
 @torch.inference_mode()
@@ -92,7 +112,7 @@ def train_epoch(state: State, data: Data, augment: Augment, batch_size: int, bar
     loss_sum = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
     seen = 0
-    for b, (x, y) in enumerate(data.train.batches(batch_size, shuffle=True)):
+    for b, (x, y) in enumerate(data.train.batches(batch_size, shuffle=True, generator=state.streams.get("data"))):
         if augment.active:
             x = augment(x)
         out = model(x)
@@ -119,7 +139,7 @@ def fit(cfg, data: Data, state: State, on_epoch: Callable[[State, dict], None] |
     """Train from state.epoch + 1 to train.epochs, evaluating on the test set after
     every epoch; `on_epoch` gets each epoch's metrics (logging, checkpoints)."""
     t = cfg.train
-    augment = Augment(cfg.augmentation, data.mean, data.std)
+    augment = Augment(cfg.augmentation, data.mean, data.std, generator=state.streams.get("augment"))
     batches = -(-len(data.train) // t.batch_size)
     for epoch in range(state.epoch + 1, t.epochs + 1):
         lr = state.opt.param_groups[0]["lr"]

@@ -38,6 +38,7 @@ class Report:
     deltas: pd.DataFrame            # one row per comparison
     keys: list[str]                 # the params that vary between configurations
     notes: list[str] = field(default_factory=list)  # problems found, said once each
+    variance: pd.DataFrame = field(default_factory=pd.DataFrame)  # seed spread by source, when sources vary
 
 
 # ----------------------------------------------------------------------------- loading
@@ -149,7 +150,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
     if order and order not in params:
         raise ReportError(f"--order {order}: no such param. Params that vary: {', '.join(keys) or 'none'}.")
     df = pd.DataFrame({
-        "seed": pd.to_numeric(runs["params.seed"]),
+        "seed": effects.pair_key(runs),
         "param_count": runs["metrics.param_count"],
         "best_epoch": runs["metrics.best_epoch"],
         **{m: runs[f"metrics.{m}"] for m in METRICS},
@@ -205,7 +206,11 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         deltas[f"{m}_p_holm"] = stats.holm(deltas[f"{m}_p"])
         outside = (deltas[f"{m}_boot_lo"] > 0) | (deltas[f"{m}_boot_hi"] < 0)
         deltas[f"{m}_clear"] = (deltas[f"{m}_p_holm"] < stats.ALPHA) & outside
-    return Report(runs, summary, deltas, keys, notes)
+    variance = pd.DataFrame()
+    if len(effects.seed_columns(runs)) > 1:  # per-source seeds: how much of the spread each one makes
+        variance = pd.concat([effects.variance_by_source(runs.loc[g.index], "best_test_acc").assign(config=label)
+                              for label, g in members.items()], ignore_index=True)
+    return Report(runs, summary, deltas, keys, notes, variance)
 
 
 def _params_of(runs: pd.DataFrame, group: pd.DataFrame) -> dict:
@@ -250,19 +255,28 @@ STATS_NOTE = ("Accuracies in %. Mean ± std over seeds. 95% intervals: t (cut to
               "\"Best\" picks its epoch on the test set, so it is optimistic; \"final\" is the last epoch.")
 
 
-def noise_floor(summary: pd.DataFrame, deltas: pd.DataFrame, metric: str = "best_test_acc") -> str:
+def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str) -> str:
     """One line: how noisy the seeds are, and the smallest difference they could detect."""
-    sd = summary[f"{metric}_std"].dropna()
-    if sd.empty:
+    std = std.dropna()
+    if std.empty:
         return "Noise floor: a single seed per configuration, so no estimate of seed noise."
-    n = int(summary["n"].median())
     line = (f"Noise floor ({metric.replace('_', ' ')}): seed-to-seed std per configuration "
-            f"{sd.min():.2f}–{sd.max():.2f} pp (median {sd.median():.2f})")
-    mdd = deltas.get(f"{metric}_mdd", pd.Series(dtype=float)).dropna()
+            f"{std.min():.2f}–{std.max():.2f} pp (median {std.median():.2f})")
+    mdd = mdd.dropna()
     if len(mdd):
         line += (f"; with {n} seeds a paired comparison detects about {mdd.median():.2f} pp "
                  f"(median over comparisons; power 0.8, α 0.05)")
     return line + "."
+
+
+def grid_noise(rep: Report, metric: str = "best_test_acc") -> str:
+    mdd = rep.deltas.get(f"{metric}_mdd", pd.Series(dtype=float))
+    return noise_floor(rep.summary[f"{metric}_std"], int(rep.summary["n"].median()), mdd, metric)
+
+
+def design_noise(rep: effects.DesignReport, metric: str = effects.HEADLINE) -> str:
+    mdd = rep.effects.get(f"{metric}_mdd", pd.Series(dtype=float))
+    return noise_floor(rep.arms[f"{metric}_std"], int(rep.arms["finished"].median()), mdd, metric)
 
 
 def table(rep: Report) -> pd.DataFrame:
@@ -285,6 +299,12 @@ def table(rep: Report) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def variance_table(rep: Report) -> pd.DataFrame:
+    v = rep.variance
+    return pd.DataFrame({"config": v["config"], "source": v["source"], "runs": v["runs"], "df": v["df"],
+                         "std of best test acc (pp)": v["std"].map(lambda x: f"{x:.3f}")})
+
+
 def delta_table(rep: Report) -> pd.DataFrame:
     if rep.deltas.empty:
         return pd.DataFrame()
@@ -305,7 +325,10 @@ def markdown(rep: Report) -> str:
     parts = ["## Summary\n", table(rep).to_markdown(index=False), ""]
     if not rep.deltas.empty:
         parts += ["## Deltas\n", delta_table(rep).to_markdown(index=False), ""]
-    parts += [noise_floor(rep.summary, rep.deltas), "", STATS_NOTE]
+    if not rep.variance.empty:
+        parts += ["## Seed variance by source\n", variance_table(rep).to_markdown(index=False), "",
+                  "Each source's std is among runs that differ in that source alone, the other seeds held fixed.", ""]
+    parts += [grid_noise(rep), "", STATS_NOTE]
     if rep.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in rep.notes]]
     return "\n".join(parts) + "\n"
@@ -327,8 +350,39 @@ def effects_table(rep: effects.DesignReport) -> pd.DataFrame:
         "clear": e[f"{h}_clear"].map(lambda c: "yes" if c else ""),
         "detectable": e[f"{h}_mdd"].map(lambda v: "" if math.isnan(v) else f"{v:.2f}"),
         "Δ best [95% CI]": [_delta(r, b) for _, r in e.iterrows()],
+        **({"seeds": e["seeds"], "stopped": e["stopped"]} if "stopped" in e else {}),
         "status": e["status"],
     })
+
+
+def rounds_table(rep: effects.DesignReport) -> pd.DataFrame:
+    r = rep.rounds
+    if r is None or r.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "round": r["round"], "from": r["from"], "candidate": r["factor"],
+        "mean gain [95% CI]": [f"{x['gain']:+.2f} {_ci(x['lo'], x['hi'], True)}" for _, x in r.iterrows()],
+        "seeds": r["n"], "raced out at": r["dropped_at"].map(lambda v: "" if pd.isna(v) else f"{int(v)} seeds"),
+        "chosen": r["chosen"].map(lambda c: "yes" if c else ""),
+    })
+
+
+def path_line(rep: effects.DesignReport) -> str:
+    """A greedy path against the order the factors were given in."""
+    from scipy.stats import kendalltau
+    given, found = list(rep.design.factors), list(rep.design.order)
+    tau = kendalltau([given.index(f) for f in found], range(len(found))).statistic if len(found) > 1 else 1.0
+    return (f"Path found: {' → '.join(found)}. Order given: {' → '.join(given)}. Kendall's τ between the two "
+            f"orders: {tau:+.2f} (1: the same order).")
+
+
+def adaptive_line(rep: effects.DesignReport) -> str:
+    p = rep.adaptive["policy"]
+    looks = p["max"] - p["min"] + 1
+    return (f"Seeds chosen by the study: {p['min']} for every arm, then one more a round for the arms of each "
+            f"comparison whose interval still spans 0 and is wider than ±{p['halfwidth']} pp, up to {p['max']} "
+            f"(until {p['until']}). Each comparison was looked at up to {looks} times, so its decision used a "
+            f"{100 * (1 - 0.05 / looks):.1f}% interval and the p-values here are multiplied by {looks} before Holm.")
 
 
 def arms_table(rep: effects.DesignReport) -> pd.DataFrame:
@@ -367,9 +421,14 @@ def verdict(rep: effects.DesignReport) -> str:
 def design_markdown(rep: effects.DesignReport) -> str:
     d = rep.design
     base = " ".join(d.baseline) or "the defaults"
-    parts = [f"Design **{d.name}**: {d.kind.replace('_', ' ')} from `{base}`, factors: "
-             + "; ".join(f"{f} = `{' '.join(o)}`" for f, o in d.factors.items()) + ".", "",
-             "## Effects\n", effects_table(rep).to_markdown(index=False), "", verdict(rep), "",
+    kind = "greedy path" if rep.rounds is not None else d.kind.replace("_", " ")
+    parts = [f"Design **{d.name}**: {kind} from `{base}`, factors: "
+             + "; ".join(f"{f} = `{' '.join(o)}`" for f, o in d.factors.items()) + ".", ""]
+    if rep.rounds is not None:
+        parts += [path_line(rep), "", "## Rounds\n", rounds_table(rep).to_markdown(index=False), ""]
+    if rep.adaptive and "decisions" in rep.adaptive:
+        parts += [adaptive_line(rep), ""]
+    parts += ["## Effects\n", effects_table(rep).to_markdown(index=False), "", verdict(rep), design_noise(rep), "",
              "## Arms\n", arms_table(rep).to_markdown(index=False), "",
              "Effects are paired by seed: " + ("main effects and two-way interactions of a 2^k factorial, "
                                                "the seeds as replicates. " if d.kind == "factorial" else "")
@@ -402,10 +461,13 @@ def write(rep: Report, out: Path, title: str = "ablate report") -> dict[str, Pat
     rep.summary.to_csv(paths["summary"], index=False)
     rep.deltas.to_csv(paths["deltas"], index=False)
     rep.runs.to_csv(paths["runs"], index=False)
+    if not rep.variance.empty:
+        paths["variance"] = out / "variance.csv"
+        rep.variance.to_csv(paths["variance"], index=False)
     paths["md"].write_text(f"# {title}\n\n" + markdown(rep))
     plots.configs(rep.summary, paths["png"])
     paths["html"].write_text(_html(title, [paths["png"]], [("Summary", table(rep)), ("Deltas", delta_table(rep))],
-                                   [noise_floor(rep.summary, rep.deltas), STATS_NOTE, *rep.notes]))
+                                   [grid_noise(rep), STATS_NOTE, *rep.notes]))
     return paths
 
 
@@ -416,6 +478,9 @@ def write_design(rep: effects.DesignReport, runs: pd.DataFrame, out: Path, title
                                     ("md", "report.md"), ("html", "report.html"), ("png", "report.png"))}
     rep.arms.to_csv(paths["arms"], index=False)
     rep.effects.to_csv(paths["effects"], index=False)
+    if rep.rounds is not None:
+        paths["rounds"] = out / "rounds.csv"
+        rep.rounds.to_csv(paths["rounds"], index=False)
     runs.to_csv(paths["runs"], index=False)
     paths["md"].write_text(f"# {title}\n\n" + design_markdown(rep))
     plots.forest(rep, paths["png"])
@@ -424,8 +489,10 @@ def write_design(rep: effects.DesignReport, runs: pd.DataFrame, out: Path, title
         paths["interactions"] = out / "interactions.png"
         plots.interactions(rep, paths["interactions"])
         images.append(paths["interactions"])
-    paths["html"].write_text(_html(title, images, [("Effects", effects_table(rep)), ("Arms", arms_table(rep))],
-                                   [verdict(rep), STATS_NOTE, *rep.notes]))
+    text = [verdict(rep), design_noise(rep), *([path_line(rep)] if rep.rounds is not None else []),
+            *([adaptive_line(rep)] if rep.adaptive and "decisions" in rep.adaptive else []), STATS_NOTE, *rep.notes]
+    paths["html"].write_text(_html(title, images, [("Effects", effects_table(rep)), ("Rounds", rounds_table(rep)),
+                                                   ("Arms", arms_table(rep))], text))
     return paths
 
 
@@ -529,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rep.deltas.empty:
         print()
         print(delta_table(rep).to_string(index=False))
-    print(f"\n{noise_floor(rep.summary, rep.deltas)}")
+    print(f"\n{grid_noise(rep)}")
     for n in rep.notes:
         print(f"note: {n}")
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")

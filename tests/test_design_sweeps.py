@@ -31,7 +31,8 @@ def test_the_leave_one_out_preset_runs_every_arm_once_and_a_rerun_trains_nothing
     assert parent["tags.ablate.design.kind"] == "leave_one_out"
     # each arm changes what its factor says, and only that
     by_arm = children[children["params.seed"] == "0"].set_index("tags.ablate.arm")
-    assert by_arm.loc["batchnorm", "params.norm"] == "none" and by_arm.loc["baseline", "params.norm"] == "bn_before_relu"
+    assert by_arm.loc["batchnorm", "params.norm"] == "none"
+    assert by_arm.loc["baseline", "params.norm"] == "bn_before_relu"
     assert by_arm.loc["batch_64", "params.train.batch_size"] == "128"
     assert by_arm.loc["gap_head", "params.model.blocks"].endswith("|conv4")
     # the design's report: one contribution per factor
@@ -79,9 +80,11 @@ def test_a_diverging_arm_is_reported_as_failed_and_the_rest_still_count(tmp_path
 
 @pytest.mark.parametrize("args, needle", [
     (["ablation=step7_loo", "hydra.sweeper.order=[batchnorm,typo]"], "unknown factor(s) typo"),
-    (["hydra/sweeper=ablation", 'hydra.sweeper.baseline="step=7"', 'hydra.sweeper.factors={noop:"norm=bn_before_relu"}'],
+    (["hydra/sweeper=ablation", 'hydra.sweeper.baseline="step=7"',
+      'hydra.sweeper.factors={noop:"norm=bn_before_relu"}'],
      "factor 'noop' (norm=bn_before_relu) does not change the config of baseline"),
-    (["hydra/sweeper=ablation", 'hydra.sweeper.factors={bad:"norm=sideways"}'], "arm 'bad' (norm=sideways) does not compose"),
+    (["hydra/sweeper=ablation", 'hydra.sweeper.factors={bad:"norm=sideways"}'],
+     "arm 'bad' (norm=sideways) does not compose"),
     (["ablation=step7_loo", "norm=none"], "factor 'batchnorm' changes"),
 ])
 def test_a_bad_design_stops_before_any_job_in_one_line(tmp_path, tiny_data, args, needle):

@@ -17,7 +17,8 @@ LOO = Design("loo", "leave_one_out", ["step=7"], {"batchnorm": ["norm=none"], "r
 
 def test_each_kind_has_its_arms():
     assert [(a.name, a.overrides) for a in designs.arms(LOO)] == [
-        ("baseline", ("step=7",)), ("batchnorm", ("step=7", "norm=none")), ("rotation", ("step=7", "augmentation=none"))]
+        ("baseline", ("step=7",)), ("batchnorm", ("step=7", "norm=none")),
+        ("rotation", ("step=7", "augmentation=none"))]
     aoi = Design("aoi", "add_one_in", ["step=1"], {"bn": ["norm=bn_before_relu"]})
     assert [a.applied for a in designs.arms(aoi)] == [(), ("bn",)]
     path = Design("p", "path", ["step=1"], {"a": ["step=2"], "b": ["step=3"], "c": ["step=4"]}, ["a", "c", "b"])
@@ -35,20 +36,21 @@ def test_jobs_cross_the_arms_with_the_rest_of_the_sweep_and_carry_their_tags():
     assert len(jobs) == 6
     arm, overrides = jobs[3]
     assert arm.name == "batchnorm"
-    assert overrides == ["step=7", "seed=1", "train.epochs=3", "norm=none", "design.name=loo",
-                         "design.kind=leave_one_out", "design.arm=batchnorm"]
+    assert overrides == ['step="7"', "seed=1", "train.epochs=3", "norm=none", "design.name=loo",
+                         "design.kind=leave_one_out", "design.arm='batchnorm'"]  # quoted for Hydra's parser
 
 
 def test_the_command_line_may_change_the_baseline_but_not_a_factor():
     jobs = designs.expand(LOO, [["step=6"]])
-    assert jobs[0][1][0] == "step=6"
+    assert jobs[0][1][0] == 'step="6"'
     with pytest.raises(DesignError, match="factor 'batchnorm' changes"):
         designs.expand(LOO, [["norm=bn_after_relu"]])
 
 
 def test_a_design_is_read_from_the_sweeper_config_in_either_form():
     d = designs.from_config({"design": "add_one_in", "baseline": "step=1 seed=2",
-                             "factors": {"bn": "norm=bn_before_relu model.dropout=0.05", "rot": ["augmentation=rotate"]}})
+                             "factors": {"bn": "norm=bn_before_relu model.dropout=0.05",
+                                         "rot": ["augmentation=rotate"]}})
     assert d.baseline == ["step=1", "seed=2"] and d.factors["bn"] == ["norm=bn_before_relu", "model.dropout=0.05"]
     assert d.name == "add_one_in" and d.order == ["bn", "rot"]
 
@@ -67,10 +69,10 @@ def test_a_malformed_design_is_one_clear_error(node, needle):
 
 def test_a_factor_that_changes_nothing_or_does_not_compose_is_refused():
     same = Design("x", "leave_one_out", ["step=7"], {"noop": ["norm=bn_before_relu"]})
-    with pytest.raises(DesignError, match="factor 'noop' .* does not change the config of baseline"):
+    with pytest.raises(DesignError, match=r"factor 'noop' .* does not change the config of baseline"):
         designs.check(same, config.compose, config.fingerprint)
     broken = Design("x", "leave_one_out", ["step=7"], {"typo": ["norm=bn_sideways"]})
-    with pytest.raises(DesignError, match="arm 'typo' .* does not compose"):
+    with pytest.raises(DesignError, match=r"arm 'typo' .* does not compose"):
         designs.check(broken, config.compose, config.fingerprint)
     designs.check(LOO, config.compose, config.fingerprint)  # a good one passes
 
@@ -163,7 +165,7 @@ def test_a_factorial_finds_a_planted_interaction_and_none_where_there_is_none(in
     assert clear == ({"a", "b", "a x b"} if interaction else {"a", "b"})
     # by hand, for one seed: the a x b contrast is half the change of a's effect across b
     cells = {a.name: value(a, 0) for a in designs.arms(fact)}
-    by_hand = np.mean([(cells[f"a+b{c}"] - cells[f"b{c}"]) - (cells[f"a{c}"] - cells[f"baseline" if not c else c[1:]])
+    by_hand = np.mean([(cells[f"a+b{c}"] - cells[f"b{c}"]) - (cells[f"a{c}"] - cells["baseline" if not c else c[1:]])
                        for c in ("", "+c")]) / 2
     per_seed = runs_frame(fact, value, seeds=[0])
     assert effects.analyse(*per_seed).effects.set_index("effect").loc["a x b", "final_test_acc_delta"] == \
@@ -177,7 +179,8 @@ def test_a_failed_arm_is_part_of_the_answer():
     arm = rep.arms.set_index("arm").loc["batchnorm"]
     assert (arm["finished"], arm["failed"]) == (0, 3) and "diverged" in arm["error"]
     e = rep.effects.set_index("effect")
-    assert "3 of 3 seed(s) failed" in e.loc["batchnorm", "status"] and np.isnan(e.loc["batchnorm", "final_test_acc_delta"])
+    assert "3 of 3 seed(s) failed" in e.loc["batchnorm", "status"]
+    assert np.isnan(e.loc["batchnorm", "final_test_acc_delta"])
     assert e.loc["rotation", "status"] == "ok" and not np.isnan(e.loc["rotation", "final_test_acc_delta"])
     assert any("batchnorm: 3 of 3" in n for n in rep.notes)
 

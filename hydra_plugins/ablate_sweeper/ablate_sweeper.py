@@ -50,21 +50,79 @@ class AblationSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
+    def launch(self, jobs: list[list[str]]) -> list:
+        """Jobs to the launcher, in batches of max_batch_size, numbered on from earlier rounds."""
+        size = self.params.get("max_batch_size") or len(jobs) or 1
+        results = []
+        for i in range(0, len(jobs), size):
+            batch = jobs[i:i + size]
+            results += list(self.launcher.launch(batch, initial_job_idx=self.job_idx))
+            self.job_idx += len(batch)
+        return results
+
     def sweep(self, arguments: list[str]) -> Any:
         from ablate import designs
         plan = designs.plan(self.config.hydra.sweeper, arguments)
+        self.job_idx = 0
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        if plan.adaptive:
+            return self.sweep_in_rounds(plan, sweep_dir)
         log.info(f"Design {plan.design.name} ({plan.design.kind}): {len(designs.arms(plan.design))} arms, "
                  f"{len(plan.jobs)} jobs")
-        size = self.params.get("max_batch_size") or len(plan.jobs)
-        returns, start = [], 0
-        for i in range(0, len(plan.jobs), size):
-            batch = plan.jobs[i:i + size]
-            returns.append(self.launcher.launch(batch, initial_job_idx=start))
-            start += len(batch)
-        for results in returns:  # as Hydra's basic sweeper: every job ran; now raise the first failure
-            for r in results:
-                _ = r.return_value
-        return returns
+        results = self.launch(plan.jobs)
+        for r in results:  # as Hydra's basic sweeper: every job ran; now raise the first failure
+            _ = r.return_value
+        return [results]
+
+    def sweep_in_rounds(self, plan, sweep_dir: Path) -> Any:
+        """An adaptive study (ablate.adaptive): rounds of jobs decided from the results in
+        MLflow. The design.json in the sweep folder and the parent run says, after every
+        round, which fingerprint is which arm; at the end it also holds the decisions."""
+        import json
+        import os
+        from dataclasses import asdict
+
+        from mlflow.tracking import MlflowClient
+
+        from ablate import adaptive, designs, tracking
+        cfg, design, policy = self.config, plan.design, plan.policy
+        uri = tracking.resolve_uri(cfg.tracking.uri)
+        runner = adaptive.StoreRunner(design, plan.other, self.launch, uri, cfg.tracking.experiment, policy.metric)
+        parent = os.environ.get(tracking.ENV_PARENT)
+
+        def save(record: dict) -> None:
+            spec = {**design.spec(), "arms": sorted(set(runner.arm_of.values())), "fingerprints": runner.arm_of,
+                    **record}
+            text = json.dumps(spec)
+            (sweep_dir / tracking.DESIGN_FILE).write_text(text)
+            if parent:
+                MlflowClient(uri).log_text(parent, text, tracking.DESIGN_FILE)
+
+        def run_and_save(jobs):
+            out = runner(jobs)
+            save({"adaptive": {"policy": asdict(policy), "in_progress": True}})
+            return out
+
+        if design.kind == "greedy_path":
+            log.info(f"Design {design.name} (greedy path): {len(design.factors)} factors, "
+                     f"{policy.min} seeds a candidate{', racing' if plan.race else ''}")
+            try:
+                found = adaptive.greedy_path(design, policy.min, run_and_save, plan.race)
+            except designs.DesignError as exc:  # every candidate of a round failed: the runs say why
+                log.error(f"ablate: {exc}")
+            else:
+                save({"adaptive": {"policy": asdict(policy)}, "greedy": found.record()})
+                log.info(f"Path found: {' -> '.join(found.path)} (order given: {' -> '.join(design.factors)})")
+        else:
+            arm_list = designs.arms(design)
+            log.info(f"Design {design.name} ({design.kind}): {len(arm_list)} arms, seeds {policy.min}..{policy.max} "
+                     f"until {policy.until} (half-width {policy.halfwidth} pp)")
+            study = adaptive.seed_rounds(policy, arm_list, adaptive.comparisons(design, arm_list), run_and_save)
+            save({"adaptive": {"policy": asdict(policy), **study.record()}})
+            for d in study.decisions:
+                log.info(f"  {d.comparison}: {d.reason}")
+        for r in runner.failures:
+            _ = r.return_value  # the sweep ends as failed, after every round ran
+        return []

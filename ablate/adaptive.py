@@ -1,0 +1,344 @@
+"""Adaptive studies: the sweeper runs in rounds, and the results so far decide the
+next round's jobs.
+
+    seeds until decisive  every arm gets `min` seeds; then each comparison whose
+                          interval still spans zero and is wider than the target gets
+                          one more seed on each of its arms, round by round, up to `max`
+    greedy_path           from the baseline (the source), each round tries every
+                          remaining factor on the current config and keeps the one with
+                          the largest mean gain, paired over seeds (Fawcett & Hoos'
+                          ablation); racing drops clearly worse candidates early
+
+The rounds keep no state of their own. `run(jobs)` trains what is missing and returns
+every result the store holds; each round looks only at the seeds it asked for. So a
+study that is killed and started again replays its decisions from the stored results,
+trains nothing twice, and ends where an uninterrupted one ends.
+
+Looking at the data after every seed and stopping when it looks decisive would claim
+too much. The intervals that decide are therefore Bonferroni-adjusted for the number
+of looks (max - min + 1), and the report adjusts its p-values the same way.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from ablate import stats
+from ablate.designs import BASELINE, Arm, Design, DesignError, merge
+
+Job = tuple[str, int]  # (arm name, seed)
+# A round's jobs in, every stored result out: a [seed x arm] table of the metric, NaN
+# where a run is missing or failed, and the set of (arm, seed) that failed.
+Runner = Callable[[list[tuple[Arm, int]]], tuple[pd.DataFrame, set[Job]]]
+
+
+@dataclass
+class SeedPolicy:
+    min: int = 3
+    max: int = 3
+    until: str = "decisive"  # decisive: the interval excludes 0, or is narrow enough; precise: narrow enough
+    halfwidth: float = 0.05  # percentage points
+    metric: str = "final_test_acc"
+
+    @classmethod
+    def from_config(cls, node) -> SeedPolicy:
+        node = dict(node or {})
+        unknown = set(node) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise DesignError(f"hydra.sweeper.seeds has unknown key(s) {', '.join(sorted(unknown))}: use min, max, "
+                              f"until, halfwidth, metric.")
+        policy = cls(**node)
+        if policy.max < policy.min:
+            policy.max = policy.min  # `seeds: {min: 5}` alone means five seeds, no adapting
+        if not (isinstance(policy.min, int) and policy.min >= 2):
+            raise DesignError(f"hydra.sweeper.seeds.min={policy.min!r} is invalid: an interval needs at least 2 "
+                              f"seeds. Fix it with `hydra.sweeper.seeds.min=3`.")
+        if policy.until not in ("decisive", "precise"):
+            raise DesignError(f"hydra.sweeper.seeds.until={policy.until!r} is invalid: must be decisive or precise.")
+        if not policy.halfwidth > 0:
+            raise DesignError(f"hydra.sweeper.seeds.halfwidth={policy.halfwidth!r} is invalid: must be > 0 (pp).")
+        return policy
+
+    @property
+    def looks(self) -> int:
+        """How many times a comparison's interval may be looked at: at min, min+1, ..., max seeds."""
+        return self.max - self.min + 1
+
+    @property
+    def level(self) -> float:
+        return 1 - stats.ALPHA / self.looks
+
+
+@dataclass
+class Comparison:
+    """One question the study answers: a per-seed contrast over some arms (b - a for
+    two arms; a factorial effect over all of them)."""
+    name: str
+    arms: tuple[str, ...]
+    signs: tuple[float, ...]  # the contrast: sum of sign * arm, per seed
+
+    def values(self, table: pd.DataFrame) -> pd.Series:
+        sub = table[list(self.arms)].dropna()  # the seeds every arm of it has
+        return pd.Series(sub.to_numpy() @ np.array(self.signs), index=sub.index)
+
+
+@dataclass
+class Decision:
+    comparison: str
+    n: int
+    delta: float
+    lo: float
+    hi: float
+    status: str  # open, decisive, precise, max, failed
+
+    @property
+    def reason(self) -> str:
+        return {"open": f"still open at {self.n} seeds (the study was stopped)",
+                "decisive": f"decisive at {self.n} seeds: the interval excludes 0",
+                "precise": f"precise at {self.n} seeds: half-width {(self.hi - self.lo) / 2:.3f} pp",
+                "max": f"max seeds ({self.n}) reached, interval still spans 0",
+                "failed": "an arm failed"}[self.status]
+
+
+def comparisons(design: Design, arm_list: list[Arm]) -> list[Comparison]:
+    """The design's questions as contrasts over its arms."""
+    names = {a.applied: a.name for a in arm_list}
+    pair = lambda name, a, b: Comparison(name, (a, b), (-1.0, 1.0))  # noqa: E731  b - a
+    if design.kind == "leave_one_out":
+        return [pair(f, names[(f,)], BASELINE) for f in design.factors]
+    if design.kind == "add_one_in":
+        return [pair(f, BASELINE, names[(f,)]) for f in design.factors]
+    if design.kind == "path":
+        return [pair(f, names[tuple(design.order[:i])], names[tuple(design.order[:i + 1])])
+                for i, f in enumerate(design.order)]
+    if design.kind == "grid":
+        return [pair(a.name, arm_list[0].name, a.name) for a in arm_list[1:]]
+    # factorial: each main effect and two-way interaction, as a +-1 contrast over all cells
+    cells = [a.name for a in arm_list]
+    k = len(arm_list) // 2
+    out = []
+    factors = list(design.factors)
+    effects = [(f,) for f in factors] + [(f, g) for i, f in enumerate(factors) for g in factors[i + 1:]]
+    for fs in effects:
+        signs = tuple(float(np.prod([1 if f in a.applied else -1 for f in fs])) / k for a in arm_list)
+        out.append(Comparison(" x ".join(fs), tuple(cells), signs))
+    return out
+
+
+def decide(policy: SeedPolicy, comps: list[Comparison], table: pd.DataFrame, failed: set[Job]) -> list[Decision]:
+    out = []
+    for c in comps:
+        d = c.values(table)
+        n = len(d)
+        if any(a == arm for a, _ in failed for arm in c.arms) and n < policy.min:
+            out.append(Decision(c.name, n, math.nan, math.nan, math.nan, "failed"))
+            continue
+        if n < 2:
+            out.append(Decision(c.name, n, math.nan, math.nan, math.nan, "open"))
+            continue
+        mean, sd = float(d.mean()), float(d.std(ddof=1))
+        half = 0.0 if sd == 0 else float(scipy_stats.t.ppf((1 + policy.level) / 2, n - 1) * sd / math.sqrt(n))
+        lo, hi = mean - half, mean + half
+        if n < policy.min:
+            status = "open"
+        elif policy.until == "decisive" and (lo > 0 or hi < 0):
+            status = "decisive"
+        elif half <= policy.halfwidth:
+            status = "precise"
+        elif n >= policy.max:
+            status = "max"
+        else:
+            status = "open"
+        out.append(Decision(c.name, n, mean, lo, hi, status))
+    return out
+
+
+def _masked(table: pd.DataFrame, want: dict[str, int]) -> pd.DataFrame:
+    """Only the seeds this round asked for: a replay sees what the first run saw."""
+    cols = {a: table[a].where(table.index < want[a]) if a in table else pd.Series(dtype=float) for a in want}
+    return pd.DataFrame(cols)
+
+
+@dataclass
+class SeedStudy:
+    decisions: list[Decision]
+    seeds: dict[str, int]  # arm -> seeds it took
+    rounds: int
+
+    def record(self) -> dict:
+        return {"decisions": [{**asdict(d), "reason": d.reason} for d in self.decisions], "seeds": self.seeds,
+                "rounds": self.rounds}
+
+
+def seed_rounds(policy: SeedPolicy, arm_list: list[Arm], comps: list[Comparison], run: Runner) -> SeedStudy:
+    """`min` seeds for every arm, then one more seed a round for the arms of each
+    comparison that is still open, until none is or all are at `max`."""
+    want = {a.name: policy.min for a in arm_list}
+    by_name = {a.name: a for a in arm_list}
+    rounds = 0
+    while True:
+        rounds += 1
+        table, failed = run([(by_name[a], s) for a in want for s in range(want[a])])
+        decisions = decide(policy, comps, _masked(table, want), failed)
+        grown = dict(want)
+        for c, d in zip(comps, decisions, strict=True):
+            if d.status == "open" and d.n >= policy.min:
+                for a in c.arms:
+                    grown[a] = max(grown[a], min(d.n + 1, policy.max))
+        if grown == want:
+            return SeedStudy(decisions, want, rounds)
+        want = grown
+
+
+# ----------------------------------------------------------------------------- greedy path
+
+@dataclass
+class Candidate:
+    factor: str
+    gain: float   # mean over seeds of (current + factor) - current
+    lo: float     # 95% t-interval of the gain
+    hi: float
+    n: int
+    dropped_at: int | None = None  # racing: the seed count at which it was dropped
+
+
+@dataclass
+class GreedyRound:
+    current: tuple[str, ...]
+    candidates: list[Candidate]
+    chosen: str
+
+
+@dataclass
+class GreedyPath:
+    path: tuple[str, ...]
+    rounds: list[GreedyRound] = field(default_factory=list)
+
+    def record(self) -> dict:
+        return {"path": list(self.path), "rounds": [
+            {"current": list(r.current), "chosen": r.chosen, "candidates": [asdict(c) for c in r.candidates]}
+            for r in self.rounds]}
+
+
+def arm_of(design: Design, applied: tuple[str, ...]) -> Arm:
+    """The arm that applies these factors, in this order, to the baseline."""
+    overrides = merge(design.baseline, *(design.factors[f] for f in applied))
+    return Arm("+".join(applied) or BASELINE, applied, tuple(overrides))
+
+
+def _gain(table: pd.DataFrame, current: str, cand: str) -> tuple[float, float, float, int]:
+    d = (table[cand] - table[current]).dropna()
+    n = len(d)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    lo, hi = stats.t_interval(d.to_numpy(), (-100.0, 100.0))
+    return float(d.mean()), lo, hi, n
+
+
+def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False) -> GreedyPath:
+    """Each round: every remaining factor on the current config, `seeds` seeds each,
+    paired with the current config on the same seeds; keep the largest mean gain.
+    Racing starts every candidate at 2 seeds and adds one at a time, dropping those
+    whose paired difference to the round's leader has a 95% interval below zero."""
+    current: tuple[str, ...] = ()
+    remaining = list(design.factors)
+    result = GreedyPath(())
+    while remaining:
+        here = arm_of(design, current)
+        cands = {f: arm_of(design, (*current, f)) for f in remaining}
+        alive = list(remaining)
+        dropped: dict[str, int] = {}
+        k = 2 if race else seeds
+        while True:
+            jobs = [(here, s) for s in range(k)] + [(cands[f], s) for f in alive for s in range(k)]
+            table, _ = run(jobs)
+            table = table.loc[table.index < k]
+            gains = {f: _gain(table.reindex(columns=[here.name, cands[f].name]), here.name, cands[f].name)
+                     for f in remaining}
+            if not race or k >= seeds or len(alive) == 1:
+                break
+            leader = max(alive, key=lambda f: -math.inf if math.isnan(gains[f][0]) else gains[f][0])
+            for f in [f for f in alive if f != leader]:
+                diff = (table[cands[f].name] - table[cands[leader].name]).dropna().to_numpy()
+                if len(diff) >= 2 and stats.t_interval(diff)[1] < 0:
+                    alive.remove(f)
+                    dropped[f] = k
+            k += 1
+        round_cands = [Candidate(f, *gains[f], dropped_at=dropped.get(f)) for f in remaining]
+        contenders = [c for c in round_cands if c.dropped_at is None and not math.isnan(c.gain)]
+        if not contenders:
+            raise DesignError(f"greedy path: every candidate after {'+'.join(current) or BASELINE} failed; "
+                              f"the path cannot go on. See the failed runs.")
+        chosen = max(contenders, key=lambda c: c.gain).factor
+        result.rounds.append(GreedyRound(current, round_cands, chosen))
+        current = (*current, chosen)
+        remaining.remove(chosen)
+    result.path = current
+    return result
+
+
+# ----------------------------------------------------------------------------- the store
+
+class StoreRunner:
+    """The Runner the sweeper uses: trains through Hydra's launcher the jobs that have
+    no FINISHED run yet (by config fingerprint), then reads every result back from
+    MLflow. It remembers each job's fingerprint and arm for the parent's design.json."""
+
+    def __init__(self, design: Design, other: list[str], launch: Callable[[list[list[str]]], list],
+                 uri: str, experiment: str, metric: str):
+        self.design, self.other, self.launch = design, other, launch
+        self.uri, self.experiment, self.metric = uri, experiment, metric
+        self.arm_of: dict[str, str] = {}  # fingerprint -> arm
+        self._jobs: dict[tuple[str, int], tuple[list[str], str]] = {}
+        self.failures: list = []  # JobReturns of failed jobs, raised when the study ends
+
+    def _job(self, arm: Arm, seed: int) -> tuple[list[str], str]:
+        from ablate import config, job
+        from ablate.designs import job_overrides
+        key = (arm.name, seed)
+        if key not in self._jobs:
+            overrides = job_overrides(self.design, arm, [*self.other, f"seed={seed}"])
+            self._jobs[key] = (overrides, job.check(config.compose(overrides)))
+            self.arm_of[self._jobs[key][1]] = arm.name
+        return self._jobs[key]
+
+    def _stored(self) -> pd.DataFrame:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        from ablate import tracking
+        exp = MlflowClient(self.uri).get_experiment_by_name(self.experiment)
+        if exp is None:
+            return pd.DataFrame()
+        mlflow.set_tracking_uri(self.uri)
+        df = mlflow.search_runs([exp.experiment_id], max_results=50_000)
+        col = f"tags.{tracking.FINGERPRINT}"
+        return df[df[col].isin(list(self.arm_of))] if col in df else df.iloc[:0]
+
+    def __call__(self, jobs: list[tuple[Arm, int]]) -> tuple[pd.DataFrame, set[Job]]:
+        from ablate import tracking
+        wanted = {self._job(arm, seed)[1]: (arm.name, seed) for arm, seed in jobs}
+        stored = self._stored()
+        done = set(stored.loc[stored["status"] == "FINISHED", f"tags.{tracking.FINGERPRINT}"]) if len(stored) else set()
+        missing = [self._job(arm, seed)[0] for arm, seed in jobs if self._job(arm, seed)[1] not in done]
+        if missing:
+            for r in self.launch(missing):
+                if r.status.name == "FAILED":
+                    self.failures.append(r)
+            stored = self._stored()
+        col = f"tags.{tracking.FINGERPRINT}"
+        table: dict[str, dict[int, float]] = {}
+        failed: set[Job] = set()
+        for fp, (arm, seed) in wanted.items():
+            runs = stored[stored[col] == fp] if len(stored) else stored
+            ok = runs[runs["status"] == "FINISHED"]
+            if len(ok) and f"metrics.{self.metric}" in ok:
+                table.setdefault(arm, {})[seed] = float(ok.sort_values("start_time")[f"metrics.{self.metric}"].iloc[-1])
+            elif len(runs):
+                failed.add((arm, seed))
+        return pd.DataFrame(table).sort_index(), failed
