@@ -160,6 +160,10 @@ def validate(cfg: DictConfig) -> None:
     _check(t.get("batchnorm_by_hand") in (None, True, False), "train.batchnorm_by_hand",
            "must be null (by the thread count), true or false", t.get("batchnorm_by_hand"))
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be one of auto, cpu, cuda", cfg.device)
+    tr = cfg.tracking
+    _check(tr.on_running in ("skip", "wait"), "tracking.on_running", "must be skip or wait", tr.on_running)
+    for key in ("grace_s", "heartbeat_s"):
+        _check(isinstance(tr[key], (int, float)) and tr[key] > 0, f"tracking.{key}", "must be a number > 0", tr[key])
     m = cfg.model
     if "_target_" not in m:  # a block list: the builder's own keys
         missing = [k for k in ("blocks", "head", "dropout") if k not in m]

@@ -6,15 +6,16 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import mlflow
 import torch
-from mlflow.entities import RunData
+from mlflow.entities import Param, RunData, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import OmegaConf
 
 from ablate import checkpoint, config, data, engine, tracking
@@ -54,8 +55,10 @@ def _checkpoint_path(run_info) -> Path:
     return tracking.launch_dir() / "checkpoints" / run_info.run_id / "checkpoint.pt"
 
 
-class Interrupted(Exception):
-    """SIGTERM arrived; the run is closed as KILLED."""
+class Interrupted(BaseException):
+    """SIGTERM arrived (scancel, scontrol requeue, a sweep stopping): the run is closed
+    as KILLED. A BaseException, as KeyboardInterrupt is, because it is not the job's
+    failure: submitit then records no error result, and a requeued job resumes the run."""
 
 
 @contextmanager
@@ -75,20 +78,38 @@ def _sigterm_as_exception():
 
 def check(cfg) -> str:
     """Everything that can be wrong with a job, before any run exists: its values, the
-    device, the data (read once, checked, its shape filled into the config) and the
-    model against that data. Returns the fingerprint that names the job's runs."""
+    store, the device, the data (read once, checked, its shape filled into the config)
+    and the model against that data. Returns the fingerprint that names its runs."""
     config.validate(cfg)
+    tracking.check_store(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment)
     engine.resolve_device(cfg.device)
     data.check(cfg)
     check_model(cfg)
     return config.fingerprint(cfg)
 
 
+def _busy(client: MlflowClient, cfg, run, why: str) -> Result | None:
+    """Another live job trains this config: skip it (the default) or wait for it to
+    finish (tracking.on_running=wait). None: it died while we waited; take it over."""
+    if cfg.tracking.on_running != "wait":
+        log.info(f"Skipping: run {run.info.run_id} ({run.info.run_name}) of this config is RUNNING, {why}. "
+                 f"Set tracking.on_running=wait to wait for it.")
+        return Result(run.info.run_id, 0, float("nan"), 0, float("nan"), [], skipped=True)
+    log.info(f"Waiting: run {run.info.run_id} ({run.info.run_name}) of this config is RUNNING, {why}")
+    while True:
+        time.sleep(10)
+        run = client.get_run(run.info.run_id)
+        if run.info.status == "FINISHED":
+            return _stored(client, run)
+        if not tracking.alive(run, cfg.tracking.heartbeat_s)[0]:
+            return None
+
+
 def train(cfg) -> Result:
     """Train one job and log it; the Python API behind `python -m ablate`."""
     fp = check(cfg)
     device = engine.resolve_device(cfg.device)
-    uri = tracking.resolve_uri(cfg.tracking.uri)
+    uri, grace = tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.grace_s
     exp_id = tracking.ensure_experiment(uri, cfg.tracking.experiment)
     client = MlflowClient(uri)
     previous = tracking.find_runs(client, exp_id, fp)
@@ -99,6 +120,12 @@ def train(cfg) -> Result:
                 for k, v in tags.items():  # a run trained outside any design now serves this one
                     client.set_tag(done[0].info.run_id, k, v)
             return _stored(client, done[0])
+        for r in previous:
+            if (live := tracking.alive(r, cfg.tracking.heartbeat_s))[0]:
+                if (result := _busy(client, cfg, r, live[1])) is not None:
+                    return result
+                previous = tracking.find_runs(client, exp_id, fp)  # it died: resume it below
+                break
     resume = None if cfg.force else _to_resume(cfg, previous)
 
     torch.set_num_threads(_threads(cfg))
@@ -114,60 +141,83 @@ def train(cfg) -> Result:
     state = engine.State(model, *engine.make_optimizer(cfg, model, steps), streams=engine.streams(cfg, device))
     n_params = param_count(model)
 
-    mlflow.set_tracking_uri(uri)
+    # The client, not mlflow's fluent API: no atexit hook closes a run behind our back
+    # (as FINISHED, or against a store that is down).
     overrides = tracking.job_overrides()
     if resume is not None:
-        if cfg.tracking.checkpoints and (path := _checkpoint_path(resume.info)).exists():
+        run = resume
+        if cfg.tracking.checkpoints and (path := _checkpoint_path(run.info)).exists():
             checkpoint.load(path, state)
-        logged = {m.step for m in client.get_metric_history(resume.info.run_id, "test_acc")}
         where = f"after epoch {state.epoch}" if state.epoch else "from epoch 0 (it had no checkpoint)"
-        log.info(f"Resuming run {resume.info.run_id} ({resume.info.run_name}) {where}")
-        active = mlflow.start_run(run_id=resume.info.run_id)
+        log.info(f"Resuming run {run.info.run_id} ({run.info.run_name}) {where}")
+        client.update_run(run.info.run_id, status="RUNNING")
+        for k, v in tracking.owner_tags().items():
+            client.set_tag(run.info.run_id, k, v)
     else:
-        logged = set()
-        tags = {tracking.FINGERPRINT: fp, tracking.OVERRIDES: " ".join(overrides), **tracking.design_tags(cfg)}
+        tags = {tracking.FINGERPRINT: fp, tracking.OVERRIDES: " ".join(overrides), **tracking.design_tags(cfg),
+                **tracking.owner_tags()}
         if os.environ.get(tracking.ENV_SWEEP_ID):
             tags[tracking.SWEEP_ID] = os.environ[tracking.ENV_SWEEP_ID]
+        if os.environ.get(tracking.ENV_PARENT):
+            tags["mlflow.parentRunId"] = os.environ[tracking.ENV_PARENT]
         if commit := tracking.git_commit():
             tags["mlflow.source.git.commit"] = commit
-        active = mlflow.start_run(experiment_id=exp_id, run_name=tracking.run_name(overrides), tags=tags,
-                                  parent_run_id=os.environ.get(tracking.ENV_PARENT) or None)
-    run_id = active.info.run_id
-    # A run continued after a kill already has (some of) its params: MLflow refuses to log one twice.
-    before = resume.data if resume is not None else RunData()
+        # the user, source and the like that mlflow.start_run would add
+        run = client.create_run(exp_id, run_name=tracking.run_name(overrides), tags=resolve_tags(tags))
+        if (rival := tracking.first_claim(client, exp_id, fp, run, cfg.tracking.heartbeat_s)) is not None:
+            client.delete_run(run.info.run_id)  # two jobs started this config together: the first one trains
+            return _busy(client, cfg, rival, "started a moment earlier") or train(cfg)
+    run_id = run.info.run_id
+    logged = {m.step for m in client.get_metric_history(run_id, "test_acc")} if resume is not None else set()
+    before = run.data if resume is not None else RunData()  # MLflow refuses to log a param twice
+
+    def log_epoch(st: engine.State, metrics: dict) -> None:
+        def attempt():
+            if st.epoch in logged or any(m.step == st.epoch for m in client.get_metric_history(run_id, "test_acc")):
+                client.set_tag(run_id, tracking.HEARTBEAT, str(int(time.time())))
+                return  # logged before a kill, or by a try whose reply was lost
+            client.log_batch(run_id, metrics=tracking.metrics(metrics, st.epoch),
+                             tags=[RunTag(tracking.HEARTBEAT, str(int(time.time())))])
+        tracking.ride_out(f"logging epoch {st.epoch}", attempt, grace, uri)
+        logged.add(st.epoch)
 
     def on_epoch(st: engine.State, metrics: dict) -> None:
-        if st.epoch not in logged:  # a resumed epoch that was logged before the kill
-            mlflow.log_metrics(metrics, step=st.epoch)
-        if ckpt is not None:
+        if ckpt is not None:  # first, locally: an outage while logging then loses nothing
             checkpoint.save(ckpt, st)
+        log_epoch(st, metrics)
 
-    # All work after start_run sits in this try: a signal anywhere in it closes the run
-    # as KILLED, never as MLflow's atexit FINISHED, which would skip the config for good.
+    # All work after the run exists sits in this try: a signal closes the run KILLED (a
+    # requeued or rerun job resumes it); a crash closes it FAILED with its error.
     try:
         with _sigterm_as_exception():
-            ckpt = _checkpoint_path(active.info) if cfg.tracking.checkpoints else None
+            ckpt = _checkpoint_path(run.info) if cfg.tracking.checkpoints else None
             params = {**config.flatten(cfg), "param_count": n_params}
             if new := {k: v for k, v in params.items() if k not in before.params}:
-                mlflow.log_params(new)
+                tracking.ride_out("logging params", lambda: client.log_batch(
+                    run_id, params=[Param(k, str(v)[:6000]) for k, v in new.items()]), grace, uri)
             if "param_count" not in before.metrics:
-                mlflow.log_metric("param_count", n_params)
+                client.log_metric(run_id, "param_count", n_params)
             if resume is None:
-                mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+                client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             engine.fit(cfg, tensors, state, on_epoch, progress=cfg.progress)
             final = state.history[-1]["test_acc"]
-            mlflow.log_metrics({"best_test_acc": state.best_acc, "best_epoch": state.best_epoch,
-                                "final_test_acc": final})
+            summary = {"best_test_acc": state.best_acc, "best_epoch": state.best_epoch, "final_test_acc": final}
+            tracking.ride_out("finishing the run", lambda: (
+                client.log_batch(run_id, metrics=tracking.metrics(summary, None)),
+                client.set_terminated(run_id, "FINISHED")), grace, uri)
+    except tracking.StoreError:
+        raise  # the store is down: nothing can be recorded there; the checkpoint is kept
     except (KeyboardInterrupt, Interrupted, SystemExit):
         # SystemExit: submitit's preemption handler requeues the job and exits from
-        # inside training. KILLED, not MLflow's atexit FINISHED, so the requeued job resumes.
-        mlflow.end_run("KILLED")
+        # inside training. KILLED, so the requeued job resumes it.
+        with tracking.quick_requests():
+            client.set_terminated(run_id, "KILLED")
         raise
     except Exception as exc:
-        mlflow.set_tag(tracking.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
-        mlflow.end_run("FAILED")
+        with tracking.quick_requests():
+            client.set_tag(run_id, tracking.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
+            client.set_terminated(run_id, "FAILED")
         raise
-    mlflow.end_run("FINISHED")
     log.info(f"run {run_id}: {n_params} params, best test acc {state.best_acc:.2f}% "
              f"(epoch {state.best_epoch}), final {final:.2f}%")
     return Result(run_id, n_params, state.best_acc, state.best_epoch, final, state.history)
@@ -178,7 +228,7 @@ def _to_resume(cfg, previous: list):
     with a checkpoint first; else one killed before its first checkpoint (a preemption
     in epoch 1), restarted from epoch 0, so a requeued job still keeps one run per
     config. A FAILED or RUNNING (kill -9) run without a checkpoint stays as a record."""
-    unfinished = [r for r in previous if r.info.status in ("RUNNING", "KILLED", "FAILED")]
+    unfinished = [r for r in previous if r.info.status in ("RUNNING", "KILLED", "FAILED")]  # none alive
     if cfg.tracking.checkpoints:
         for r in unfinished:
             if _checkpoint_path(r.info).exists():

@@ -1,14 +1,24 @@
 """Tracking: where runs go in MLflow, how they are named, and finding old ones."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
+import socket
+import sqlite3
 import subprocess
+import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
 from ablate.config import is_non_result
+from ablate.errors import AblateError, ConfigError
+
+log = logging.getLogger(__name__)
 
 # MLflow draws a progress bar for every artifact it moves, a design.json included: noise
 # in a sweep's output. A user's own setting wins.
@@ -18,6 +28,7 @@ FINGERPRINT = "ablate.fingerprint"
 SWEEP_ID = "ablate.sweep_id"
 OVERRIDES = "ablate.overrides"
 ERROR = "ablate.error"
+OWNER, HEARTBEAT = "ablate.owner", "ablate.heartbeat"  # host:pid of the job training a run, and when it last said so
 DESIGN, DESIGN_KIND, ARM = "ablate.design", "ablate.design.kind", "ablate.arm"
 LEVEL = "ablate.level."  # + factor: on/off, for each factor of a factorial design
 DESIGN_FILE = "design.json"  # in the sweep's parent run: the design and each job's arm
@@ -46,9 +57,97 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
+class StoreError(AblateError):
+    """The tracking store cannot be used: one line naming the URI, what failed and the fix."""
+
+
+FIX = "Start it (python scripts/tracking_server.py) or correct tracking.uri"
+
+
+@contextlib.contextmanager
+def quick_requests(timeout_s: int = 5):
+    """MLflow's HTTP client retries a dead server for minutes (7 retries, backoff 2:
+    254 s measured). For a check, or a retry loop of our own, one short try each."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_store(uri: str, experiment: str) -> None:
+    """Can runs go there? Checked before any data is read or any run exists, in
+    seconds, and without creating anything: a sqlite file must be a database (or its
+    folder writable), a server must answer, a scheme must be one MLflow knows."""
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise ConfigError(f"tracking.experiment={experiment!r} is invalid: must be a non-empty name. "
+                          f"Fix it with `tracking.experiment=<name>`.")
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    try:
+        _tracking_store_registry.get_store_builder(uri)
+    except Exception:
+        raise StoreError(f"tracking.uri={uri}: MLflow has no tracking store for the scheme "
+                         f"'{urlparse(uri).scheme}'. Use sqlite:///path/mlflow.db, a folder, "
+                         f"or http://host:port.") from None
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite":
+        db = Path(uri[len("sqlite:///"):])
+        if db.exists():
+            try:
+                with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                    con.execute("select count(*) from sqlite_master").fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"tracking.uri={uri}: {db} is not a usable sqlite database ({exc}). Point "
+                                 f"tracking.uri at another file, or move this one away.") from None
+        elif not os.access(next(p for p in db.parents if p.exists()), os.W_OK):
+            raise StoreError(f"tracking.uri={uri}: cannot create {db} (its folder is not writable). "
+                             f"Fix tracking.uri.")
+    elif scheme in ("http", "https"):
+        start = time.monotonic()
+        try:
+            with quick_requests():
+                MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as exc:
+            reason = " ".join(str(exc).split())
+            reason = "connection failed" if "Max retries exceeded" in reason else reason[:120]
+            raise StoreError(f"tracking.uri={uri}: no MLflow server answered in {time.monotonic() - start:.0f} s "
+                             f"({reason}). {FIX}.") from None
+
+
+def _lock(uri: str):
+    """An exclusive lock on a sqlite store's folder while its schema is created: two
+    sweeps started together on a fresh store would race the migration."""
+    if not uri.startswith("sqlite:////"):
+        return contextlib.nullcontext()
+    folder = Path(uri[len("sqlite:///"):]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def held():
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    return held()
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Create the store (its schema migration) and the experiment once; return its id.
     Artifacts go to <launch dir>/mlruns for a local sqlite store, as MLflow's default."""
+    with _lock(uri):
+        return _ensure_experiment(uri, name)
+
+
+def _ensure_experiment(uri: str, name: str) -> str:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
@@ -112,3 +211,80 @@ def find_runs(client: MlflowClient, experiment_id: str, fingerprint: str):
     """Runs of this exact config, newest first."""
     return client.search_runs([experiment_id], f"tags.`{FINGERPRINT}` = '{fingerprint}'",
                               order_by=["attributes.start_time DESC"])
+
+
+# ----------------------------------------------------------------------------- outages and owners
+
+def ride_out(what: str, attempt, grace_s: float, uri: str):
+    """`attempt()`, retried through a store outage for up to `grace_s` seconds: an
+    outage shorter than that costs a wait, not the run. Longer, the job ends in one
+    line; its local checkpoint lets the same command resume it into the same run."""
+    start, wait, said = time.monotonic(), 1.0, False
+    while True:
+        try:
+            with quick_requests():
+                out = attempt()
+            if said:
+                log.info(f"Tracking store back after {time.monotonic() - start:.0f} s; {what} done")
+            return out
+        except Exception as exc:
+            gone = time.monotonic() - start
+            if gone >= grace_s:
+                raise StoreError(f"tracking.uri={uri}: the store has not answered for {gone:.0f} s "
+                                 f"(tracking.grace_s={grace_s:g}) while {what}: {' '.join(str(exc).split())[:160]}. "
+                                 f"The job stopped; its checkpoint is kept. {FIX}, then run the same command "
+                                 f"again: it resumes into the same run.") from None
+            if not said:
+                log.warning(f"Tracking store unreachable while {what}; retrying for up to {grace_s:g} s")
+                said = True
+            time.sleep(min(wait, grace_s - gone))
+            wait = min(wait * 2, 30.0)
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_tags() -> dict[str, str]:
+    return {OWNER: owner(), HEARTBEAT: str(int(time.time()))}
+
+
+def alive(run, limit_s: float) -> tuple[bool, str]:
+    """Whether a RUNNING run's trainer is still at it: its process, when it ran on this
+    host; else its heartbeat (set every epoch), younger than `limit_s`."""
+    if run.info.status != "RUNNING":
+        return False, run.info.status
+    tags = run.data.tags
+    host, _, pid = tags.get(OWNER, "").rpartition(":")
+    beat = time.time() - float(tags.get(HEARTBEAT, 0))
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False, f"its process {pid} is gone"
+        except PermissionError:
+            pass  # another user's live process
+        if int(pid) == os.getpid():
+            return False, "this process"
+    if beat > limit_s:
+        return False, f"no heartbeat for {beat:.0f} s"
+    return True, f"trained by {tags.get(OWNER, '?')}, heartbeat {beat:.0f} s ago"
+
+
+def first_claim(client: MlflowClient, experiment_id: str, fingerprint: str, mine, limit_s: float):
+    """Two jobs that start one config together both create a run; the earlier run (by
+    start time, then id) trains and the other backs off. Returns the live rival that
+    goes first, or None when this run does."""
+    key = (mine.info.start_time, mine.info.run_id)
+    for r in find_runs(client, experiment_id, fingerprint):
+        if r.info.run_id != mine.info.run_id and r.info.status == "RUNNING" and \
+                (r.info.start_time, r.info.run_id) < key and alive(r, limit_s)[0]:
+            return r
+    return None
+
+
+def metrics(values: dict, step: int | None) -> list:
+    """Metric entities for one log_batch call: an epoch's values land together or not at all."""
+    from mlflow.entities import Metric
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step or 0) for k, v in values.items()]

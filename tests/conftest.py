@@ -129,12 +129,12 @@ def free_port() -> int:
 
 
 def start_server(root: Path, backend: str | None = None, timeout: float = 90,
-                 extra: list[str] = (), env: dict | None = None):
+                 extra: list[str] = (), env: dict | None = None, port: int | None = None):
     """scripts/tracking_server.py as a user starts it: a real `mlflow server`
     process on loopback. Returns (url, process) once /health answers."""
     import time
     import urllib.request
-    port = free_port()
+    port = port or free_port()
     cmd = [sys.executable, str(REPO / "scripts" / "tracking_server.py"), "--dir", str(root),
            "--port", str(port), "--workers", "1"]
     if backend:

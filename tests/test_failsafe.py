@@ -1,0 +1,147 @@
+"""Fail safe: a store that is down or wrong, an outage during training (a real
+mlflow server stopped and restarted mid-run), and one trainer per configuration."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import mlflow
+import pytest
+
+from ablate import tracking
+from conftest import run_cli, start_server, stop
+
+FAST = ["train.batch_size=64", "progress=false", "data.download=false"]
+
+
+def one_line(out):
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["tracking.uri=http://127.0.0.1:9"], "tracking.uri=http://127.0.0.1:9: no MLflow server answered"),
+    (["tracking.uri=notascheme://x"], "MLflow has no tracking store for the scheme 'notascheme'"),
+    (["tracking.experiment=''"], "tracking.experiment='' is invalid: must be a non-empty name"),
+    (["-m", "seed=0,1", "tracking.uri=http://127.0.0.1:9"], "no MLflow server answered"),
+])
+def test_a_store_that_cannot_be_used_is_one_line_in_seconds(tmp_path, tiny_data, args, needle):
+    start = time.monotonic()
+    out = run_cli([*args, f"data.root={tiny_data}", *FAST, "train.epochs=1"], cwd=tmp_path)
+    assert out.returncode == 2 and needle in one_line(out)
+    assert time.monotonic() - start < 30  # the check itself is a few seconds; python's imports the rest
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_sqlite_file_that_is_not_a_database_is_refused(tmp_path, tiny_data):
+    (tmp_path / "junk.db").write_text("not a database")
+    out = run_cli([f"data.root={tiny_data}", *FAST, f"tracking.uri=sqlite:///{tmp_path / 'junk.db'}"], cwd=tmp_path)
+    assert out.returncode == 2 and "is not a usable sqlite database" in one_line(out)
+
+
+def fake_run(status="RUNNING", owner=None, beat=0.0):
+    tags = {tracking.OWNER: owner or tracking.owner(), tracking.HEARTBEAT: str(time.time() - beat)}
+    return SimpleNamespace(info=SimpleNamespace(status=status), data=SimpleNamespace(tags=tags))
+
+
+def test_a_run_is_alive_while_its_process_or_heartbeat_is():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        here = f"{socket.gethostname()}:{child.pid}"
+        assert tracking.alive(fake_run(owner=here), 600)[0]
+        child.kill()
+        child.wait()
+        alive, why = tracking.alive(fake_run(owner=here), 600)
+        assert not alive and "is gone" in why  # kill -9 on this host: dead at once, whatever the heartbeat
+    finally:
+        child.kill()
+    assert tracking.alive(fake_run(owner="other-host:1", beat=30), 600)[0]
+    assert not tracking.alive(fake_run(owner="other-host:1", beat=700), 600)[0]
+    assert not tracking.alive(fake_run(status="KILLED"), 600)[0]
+
+
+def epochs_logged(url, run_id):
+    return sorted(m.step for m in mlflow.MlflowClient(url).get_metric_history(run_id, "test_acc"))
+
+
+def only_run(url):
+    client = mlflow.MlflowClient(url)
+    runs = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
+    assert len(runs) == 1, [r.info.status for r in runs]
+    return runs[0]
+
+
+def start_job(url, tiny_data, cwd, *extra):
+    args = [f"data.root={tiny_data}", *FAST, "train.batch_size=16", "train.epochs=6", "step=7",
+            f"tracking.uri={url}", *extra]
+    return subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=cwd, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for(proc, prefix):
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"the job never printed {prefix!r}")
+
+
+@pytest.mark.slow
+def test_an_outage_shorter_than_the_grace_period_is_ridden_out(tmp_path, tiny_data):
+    url, server = start_server(tmp_path / "server")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        job = start_job(url, tiny_data, tmp_path, "tracking.grace_s=120")
+        wait_for(job, "epoch 2/6")
+        stop(server)  # the store goes away mid-run ...
+        time.sleep(8)
+        url, server = start_server(tmp_path / "server", port=port)  # ... and comes back
+        out, _ = job.communicate(timeout=300)
+        assert job.returncode == 0, out[-3000:]
+        assert "Tracking store unreachable" in out and "Tracking store back" in out
+        run = only_run(url)
+        assert run.info.status == "FINISHED" and epochs_logged(url, run.info.run_id) == [1, 2, 3, 4, 5, 6]
+    finally:
+        stop(server)
+
+
+@pytest.mark.slow
+def test_a_longer_outage_ends_the_job_in_one_line_and_a_rerun_resumes_it(tmp_path, tiny_data):
+    url, server = start_server(tmp_path / "server")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        job = start_job(url, tiny_data, tmp_path, "tracking.grace_s=3")
+        wait_for(job, "epoch 2/6")
+        stop(server)
+        out, _ = job.communicate(timeout=300)
+        assert job.returncode == 2, out[-3000:]
+        errors = [line for line in out.splitlines() if line.startswith("ablate:")]
+        assert len(errors) == 1 and "has not answered" in errors[0] and "resumes into the same run" in errors[0]
+        assert "Traceback" not in out
+        url, server = start_server(tmp_path / "server", port=port)
+        again = run_cli([f"data.root={tiny_data}", *FAST, "train.batch_size=16", "train.epochs=6", "step=7",
+                         f"tracking.uri={url}"], cwd=tmp_path)
+        assert again.returncode == 0 and "Resuming run" in again.stdout, again.stdout[-3000:]
+        run = only_run(url)
+        assert run.info.status == "FINISHED" and epochs_logged(url, run.info.run_id) == [1, 2, 3, 4, 5, 6]
+    finally:
+        stop(server)
+
+
+@pytest.mark.slow
+def test_two_identical_sweeps_started_together_train_each_config_once(tmp_path, tiny_data):
+    """On a fresh store, too: its creation is locked, so the two do not race the schema."""
+    args = ["-m", "seed=0,1,2", f"data.root={tiny_data}", *FAST, "train.epochs=3", "report.auto=false"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sweeps = [subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in sweeps]
+    assert all(p.returncode == 0 for p in sweeps), outs
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    df = mlflow.search_runs(experiment_names=["ablate"])
+    jobs = df[df["params.seed"].notna()]
+    assert sorted(jobs["params.seed"]) == ["0", "1", "2"], jobs[["status", "params.seed"]]
+    assert set(jobs["status"]) == {"FINISHED"}
+    assert sum(o.count("Skipping") for o in outs) == 3  # each config: trained by one sweep, skipped by the other
