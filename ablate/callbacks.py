@@ -89,7 +89,7 @@ class AblateCallback(Callback):
         sweep_id = uuid.uuid4().hex[:12]
         n_jobs = parallel_jobs(config.hydra.launcher, len(jobs))
         tags = {tracking.SWEEP_ID: sweep_id, "ablate.command": " ".join(["python -m ablate", *sys.argv[1:]]),
-                "ablate.jobs": str(len(jobs))}
+                "ablate.jobs": str(len(jobs)), tracking.SWEPT: ",".join(swept)}
         if sweep.design is not None:
             tags.update({tracking.DESIGN: sweep.design.name, tracking.DESIGN_KIND: sweep.design.kind})
         name = f"{sweep.design.name} {sweep_id}" if sweep.design else f"sweep {sweep_id}"
@@ -139,7 +139,29 @@ class AblateCallback(Callback):
                 out = Path(self.cfg.report.out or Path(self.cfg.hydra.sweep.dir) / "report")
                 # read from the sweep folder: at exit MLflow can no longer download artifacts
                 spec = json.loads(self.design_file.read_text()) if self.design_file else None
+                if spec is not None:  # an adaptive study's rounds added jobs to the first round's
+                    self.fingerprints = list(dict.fromkeys([*self.fingerprints, *spec["fingerprints"]]))
                 report.for_sweep(self.client, parent_id, self.cfg, self.fingerprints, out, spec)
             except Exception as exc:  # the runs are safe in MLflow; the report can be rebuilt
                 log.error(f"Report failed: {exc}. Rebuild it with `python -m ablate.report`.")
+        self.show_where(parent_id)
         self.client.set_terminated(parent_id, status)
+
+    def show_where(self, parent_id: str) -> None:
+        """Links that open MLflow's UI on this sweep's runs (its own and the ones it
+        skipped as already finished), as a shared view of the runs table."""
+        from ablate import ui
+        try:
+            parent = self.client.get_run(parent_id)
+            exp_id = parent.info.experiment_id
+            found = tracking.runs_of(self.client, exp_id, self.fingerprints)
+            swept = [k for k in parent.data.tags.get(tracking.SWEPT, "").split(",") if k]
+            key = ui.publish(self.client, exp_id, parent.data.tags[tracking.SWEEP_ID], found, swept)
+            base, serve = ui.ui_base(self.client.tracking_uri)
+            urls = ui.links(base, exp_id, key, found)
+            log.info(f"MLflow UI, this sweep's runs: {urls['runs']}")
+            log.info(f"MLflow UI, compared: {urls['compare']}")
+            if serve:
+                log.info("  (serve the store first: python -m ablate.ui)")
+        except Exception as exc:  # links are a convenience; the runs are safe
+            log.warning(f"No MLflow UI links: {exc}")

@@ -26,6 +26,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 FINGERPRINT = "ablate.fingerprint"
 SWEEP_ID = "ablate.sweep_id"
+SWEPT = "ablate.swept"  # on a sweep's parent run: the keys its command line varied
 OVERRIDES = "ablate.overrides"
 ERROR = "ablate.error"
 OWNER, HEARTBEAT = "ablate.owner", "ablate.heartbeat"  # host:pid of the job training a run, and when it last said so
@@ -205,6 +206,16 @@ def design_tags(cfg) -> dict[str, str]:
     for factor, level in (d.get("levels") or {}).items():
         tags[LEVEL + str(factor)] = str(level)
     return tags
+
+
+def runs_of(client: MlflowClient, experiment_id: str, fingerprints: list[str]) -> list[str]:
+    """The ids of the newest run of each of these configs (a sweep's jobs, the skipped included)."""
+    wanted, newest = set(fingerprints), {}
+    for r in client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=50_000):
+        fp = r.data.tags.get(FINGERPRINT)
+        if fp in wanted and fp not in newest:
+            newest[fp] = r.info.run_id
+    return [newest[fp] for fp in dict.fromkeys(fingerprints) if fp in newest]
 
 
 def find_runs(client: MlflowClient, experiment_id: str, fingerprint: str):

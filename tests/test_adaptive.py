@@ -137,7 +137,7 @@ def test_greedy_factors_must_not_share_a_key():
 
 ADAPTIVE = ["-m", "hydra/sweeper=ablation", "hydra.sweeper.design=leave_one_out", "hydra.sweeper.name=adaptive",
             'hydra.sweeper.baseline="step=7"', 'hydra.sweeper.factors={bn:"norm=none",rot:"augmentation=none"}',
-            "hydra.sweeper.seeds={min:2,max:4,halfwidth:0.01}", "train.epochs=1", "progress=false",
+            "hydra.sweeper.seeds={min:2,max:4,halfwidth:0.01}", "train.epochs=2", "progress=false",
             "data.download=false", "report.auto=false"]
 
 
@@ -165,7 +165,7 @@ def test_a_real_adaptive_study_killed_mid_round_resumes_without_repeating_a_run(
     started = 0
     for line in proc.stdout:  # kill in the second round, in the middle of a job
         started += line.startswith("\t#")
-        if started == 8:
+        if started == 7 and line.startswith("epoch 1/2"):
             proc.send_signal(signal.SIGTERM)
             break
     proc.communicate(timeout=300)
@@ -181,4 +181,5 @@ def test_a_real_adaptive_study_killed_mid_round_resumes_without_repeating_a_run(
     assert sorted(map(tuple, a[key].to_numpy())) == sorted(map(tuple, b[key].to_numpy()))
     merged = a.merge(b, on=key)
     assert (merged["metrics.final_test_acc_x"] == merged["metrics.final_test_acc_y"]).all()
-    assert "Resuming run" in again.stdout and "Skipping" in again.stdout
+    assert "Resuming run" in again.stdout, again.stdout  # the killed job continues its run
+    assert again.stdout.count("\t#") < out.stdout.count("\t#")  # finished jobs were not launched again

@@ -25,14 +25,17 @@ log = logging.getLogger(__name__)
 @dataclass
 class AblationSweeperConf:
     _target_: str = "hydra_plugins.ablate_sweeper.ablate_sweeper.AblationSweeper"
-    name: str | None = None           # names the design in tags and reports; default: its kind
-    design: str = "leave_one_out"        # leave_one_out | add_one_in | factorial | path
+    name: str | None = None              # names the design in tags and reports; default: its kind
+    design: str = "leave_one_out"        # leave_one_out | add_one_in | factorial | path | greedy_path | grid
     baseline: Any = None                 # overrides of the reference configuration (a list, or one string)
     # None, not {}: `hydra.sweeper.factors={a:...}` on the command line then sets it, where
     # merging into an empty struct dict would refuse the new keys
     factors: Any = None                  # name -> overrides (a list, or one string)
     order: Any = None                    # path: the order to apply the factors in (default: as listed)
-    max_batch_size: int | None = None  # jobs handed to the launcher at once (None: all)
+    # Adaptive seeds: {min: 3, max: 10, until: decisive, halfwidth: 0.05}; None: seeds from the command line
+    seeds: Any = None
+    race: bool = False                   # greedy_path: drop clearly worse candidates early
+    max_batch_size: int | None = None    # jobs handed to the launcher at once (None: all)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="ablation", node=AblationSweeperConf, provider="ablate")
