@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     mlflow_cli = shutil.which("mlflow") or "mlflow"
     print(f"serving {uri} with `mlflow ui` on {base} (Ctrl-C stops it)", flush=True)
     return subprocess.call([mlflow_cli, "ui", "--backend-store-uri", uri, "--host", args.host, "--port",
-                            str(args.port)])
+                            str(args.port), "--workers", "1"])  # one worker: 4 by default, for one user
 
 
 if __name__ == "__main__":

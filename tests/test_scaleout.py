@@ -7,6 +7,7 @@ import glob
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -37,10 +38,11 @@ def sweep_runs(uri: str, experiment: str = "ablate"):
     return client, parents[0], children
 
 
-def sweep_into(url: str, tiny_data: Path, cwd: Path) -> None:
+def sweep_into(url: str, tiny_data: Path, cwd: Path) -> str:
     res = run_cli(["-m", "hydra/launcher=submitit_local", f"data.root={tiny_data}", f"tracking.uri={url}",
                    *FAST, "train.epochs=2", "norm=none,bn_after_relu"], cwd=cwd, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout
 
 
 def check_sweep_on_server(url: str, cwd: Path) -> None:
@@ -134,15 +136,15 @@ def sqlite_server(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("sqlite-server")
     url, proc = start_server(root / "server")
     try:
-        sweep_into(url, tiny_data, root)
-        yield url, root
+        out = sweep_into(url, tiny_data, root)
+        yield url, root, out
     finally:
         stop(proc)
 
 
 @pytest.mark.slow
 def test_submitit_local_sweep_into_mlflow_server_on_sqlite(sqlite_server):
-    url, root = sqlite_server
+    url, root, _ = sqlite_server
     check_sweep_on_server(url, root)
     assert (root / "server" / "mlflow.db").exists()
     assert list((root / "server" / "artifacts").rglob("config.yaml"))
@@ -286,15 +288,21 @@ def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path, tiny_data):
 # --- the MLflow UI ----------------------------------------------------------------
 
 @pytest.mark.slow
-def test_mlflow_ui_shows_the_sweep_in_headless_chromium(tmp_path, sqlite_server):
+def test_the_printed_link_opens_mlflow_on_the_sweeps_runs_with_no_clicks(tmp_path, sqlite_server):
+    """A browser that has never seen MLflow (a fresh Chromium context) opens the runs
+    link the sweep printed: the job runs, their swept param and best_test_acc are
+    visible without a click; the compare link shows them too."""
     ui_screenshots = script("ui_screenshots")
     chromium = ui_screenshots.find_chromium()
     if chromium is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
     pytest.importorskip("playwright", reason="Playwright is not installed: pip install 'ablate[ui]'")
-    url, _ = sqlite_server
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "ui_screenshots.py"), "--url", url,
-                          "--out", str(tmp_path / "shots")], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
+    url, _, out = sqlite_server
+    link = re.search(r"MLflow UI, this sweep's runs: (\S+)", out)
+    assert link and link.group(1).startswith(url), out[-2000:]
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "ui_screenshots.py"), "--url", url,
+                           "--link", link.group(1), "--out", str(tmp_path / "shots")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
     for name in ("runs.png", "compare.png"):
         assert (tmp_path / "shots" / name).stat().st_size > 20_000  # a real page, not a blank one
