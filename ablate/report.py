@@ -580,11 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             if parent is not None and tracking.DESIGN in parent.data.tags:
                 rep, paths = report_design(client, parent, args.out,
                                            f"{title}, design {parent.data.tags[tracking.DESIGN]}")
-                print(effects_table(rep).to_string(index=False))
-                print(f"\n{verdict(rep)}")
-                for n in rep.notes:
-                    print(f"note: {n}")
-                print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+                _say([effects_table(rep), verdict(rep)], rep.notes, paths)
                 return 0
         runs, notes = load_runs(uri, args.experiment, args.sweep_id, args.filter)
         rep = build(runs, notes, order=args.order, baseline=args.baseline)
@@ -592,15 +588,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ablate.report: {exc}", file=sys.stderr)
         return 1
     paths = write(rep, args.out, title=title)
-    print(table(rep).to_string(index=False))
-    if not rep.deltas.empty:
-        print()
-        print(delta_table(rep).to_string(index=False))
-    print(f"\n{grid_noise(rep)}")
-    for n in rep.notes:
-        print(f"note: {n}")
-    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    _say([table(rep), delta_table(rep), grid_noise(rep)], rep.notes, paths)
     return 0
+
+
+def _say(parts: list, notes: list[str], paths: dict) -> None:
+    """The report on the terminal: its tables and lines, its notes, where the files went."""
+    for part in parts:
+        if isinstance(part, pd.DataFrame):
+            if not part.empty:
+                print(part.to_string(index=False), end="\n\n")
+        else:
+            print(part, end="\n\n")
+    for n in notes:
+        print(f"note: {n}")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
 if __name__ == "__main__":

@@ -162,3 +162,21 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def preempt_after(epoch: int, cfg, monkeypatch) -> None:
+    """Train `cfg` until its checkpoint after `epoch` is written, then stop it with
+    SystemExit, as submitit's preemption handler does."""
+    import ablate
+    from ablate import checkpoint
+    real_save = checkpoint.save
+
+    def save_then_preempt(path, state):
+        real_save(path, state)
+        if state.epoch == epoch:
+            raise SystemExit("preempted")
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save", save_then_preempt)
+        with pytest.raises(SystemExit):
+            ablate.train(cfg)

@@ -7,7 +7,7 @@ import mlflow
 import pytest
 
 import ablate
-from conftest import EXAMPLE, run_cli
+from conftest import EXAMPLE, preempt_after, run_cli
 
 
 def runs_in(db: Path, experiment="ablate"):
@@ -151,22 +151,11 @@ def test_only_the_model_and_data_nodes_are_instantiated(overrides, store, tmp_pa
 def test_a_users_model_resumes_from_its_checkpoint_to_the_same_result(example_on_path, tmp_path, monkeypatch):
     """Preempted after epoch 2 (SystemExit, as submitit does), the rerun continues the
     same run from the checkpoint and ends where an uninterrupted run ends."""
-    from ablate import checkpoint
     conf = example_on_path / "conf"
     args = ["experiment=digits", "train.epochs=4", "progress=false"]
     straight = ablate.train(ablate.compose([*args, f"tracking.uri=sqlite:///{tmp_path / 'a.db'}"], config_dir=conf))
     cfg = ablate.compose([*args, f"tracking.uri=sqlite:///{tmp_path / 'b.db'}"], config_dir=conf)
-    real_save = checkpoint.save
-
-    def save_then_preempt(path, state):
-        real_save(path, state)
-        if state.epoch == 2:
-            raise SystemExit("preempted")
-
-    with monkeypatch.context() as m:
-        m.setattr(checkpoint, "save", save_then_preempt)
-        with pytest.raises(SystemExit):
-            ablate.train(cfg)
+    preempt_after(2, cfg, monkeypatch)
     resumed = ablate.train(cfg)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
     assert resumed.best_test_acc == straight.best_test_acc

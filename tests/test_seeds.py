@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 import ablate
-from ablate import checkpoint, effects, engine
+from ablate import effects, engine
+from conftest import preempt_after
 
 
 def initial_and_history(overrides, monkeypatch):
@@ -48,17 +49,7 @@ def test_split_streams_resume_exactly(overrides, monkeypatch, store):
     args = [*overrides, "step=7", "train.epochs=3", "seeds.augment=5"]
     straight = ablate.train(ablate.compose([*args, "tracking.uri=" + store.replace("mlflow.db", "a.db")]))
     cfg = ablate.compose(args)
-    real_save = checkpoint.save
-
-    def save_then_preempt(path, state):
-        real_save(path, state)
-        if state.epoch == 1:
-            raise SystemExit("preempted")
-
-    with monkeypatch.context() as m:
-        m.setattr(checkpoint, "save", save_then_preempt)
-        with pytest.raises(SystemExit):
-            ablate.train(cfg)
+    preempt_after(1, cfg, monkeypatch)
     resumed = ablate.train(cfg)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
 
