@@ -1,4 +1,26 @@
-"""ablate: ablation studies of small networks as Hydra configs, tracked in MLflow."""
+"""ablate: ablation studies of small networks as Hydra configs, tracked in MLflow.
+
+The package reads as the story of a job, then of a study:
+
+    errors      the one-line mistakes a user can make (ConfigError, DataError)
+    config      compose a job from conf/ (and --config-dir), check it, flatten it, fingerprint it
+    data        any torchvision-style set: read, checked, held as tensors or streamed
+    augment     batched crop, flip, rotate, erase on the training device
+    kernels     CPU training kernels (dropout mask, fused conv block, BatchNorm by hand)
+    model       a block list built into a CNN, or any nn.Module from `_target_`
+    engine      the one training loop
+    checkpoint  per-epoch state, written atomically
+    tracking    the MLflow store: checks, run names, owners, outages
+    job         one job from config to MLflow: check, skip, resume, train
+    callbacks   sweep-level work in Hydra's callback: pre-flight, parent run, summary, links
+    designs     ablation designs (baseline + factors) as jobs; the sweeper plugin beside
+                the callbacks (hydra_plugins/ablate_sweeper) runs them
+    adaptive    studies in rounds: seeds until decisive, a greedy path
+    stats       intervals, tests, Holm, the smallest detectable difference
+    effects     a design's effects from its runs
+    report      runs -> tables -> Markdown, HTML, CSV;  plots: the figures
+    ui          MLflow UI links that open on a sweep's runs
+"""
 from ablate.config import compose
 from ablate.errors import ConfigError, DataError
 from ablate.job import Result, train
