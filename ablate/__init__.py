@@ -6,7 +6,7 @@ The package reads as the story of a job, then of a study:
     config      compose a job from conf/ (and --config-dir), check it, flatten it, fingerprint it
     data        any torchvision-style set: read, checked, held as tensors or streamed
     augment     batched crop, flip, rotate, erase on the training device
-    kernels     CPU training kernels (dropout mask, fused conv block, BatchNorm by hand)
+    kernels     CPU training kernels (the dropout mask, the fused conv block)
     model       a block list built into a CNN, or any nn.Module from `_target_`
     engine      the one training loop
     checkpoint  per-epoch state, written atomically

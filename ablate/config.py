@@ -18,7 +18,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys that say where or how a job runs, not what it computes: they stay out of
 # the fingerprint, so moving the store or the device never forks a run.
 NON_RESULT_KEYS = ("tracking", "report", "force", "progress", "device", "design",
-                   "train.eval_batch_size", "train.threads", "train.channels_last", "train.batchnorm_by_hand",
+                   "train.eval_batch_size", "train.threads", "train.channels_last",
                    "data.root", "data.download", "data.memory_limit_mb", "data.num_workers")
 
 NORMS = ("none", "bn_before_relu", "bn_after_relu")  # what the block-list builder knows
@@ -157,8 +157,6 @@ def validate(cfg: DictConfig) -> None:
     _check(isinstance(t.lr, (int, float)) and t.lr > 0, "train.lr", "must be a number > 0", t.lr)
     _check(t.threads is None or (isinstance(t.threads, int) and t.threads >= 1), "train.threads",
            "must be null or an integer >= 1", t.threads)
-    _check(t.get("batchnorm_by_hand") in (None, True, False), "train.batchnorm_by_hand",
-           "must be null (by the thread count), true or false", t.get("batchnorm_by_hand"))
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be one of auto, cpu, cuda", cfg.device)
     tr = cfg.tracking
     _check(tr.on_running in ("skip", "wait"), "tracking.on_running", "must be skip or wait", tr.on_running)

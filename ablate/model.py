@@ -37,8 +37,7 @@ def shape_of(cfg) -> tuple[int, int, int, int]:
     return shape
 
 
-def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, norm: str, dropout: float,
-                batchnorm_by_hand: bool | None) -> ConvBlock:
+def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, norm: str, dropout: float) -> ConvBlock:
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False)]
     if norm == "bn_before_relu":
         layers += [nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -48,7 +47,7 @@ def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, norm: str, dro
         layers += [nn.ReLU()]
     if dropout > 0:
         layers.append(Dropout(dropout))
-    return ConvBlock(*layers, batchnorm_by_hand=batchnorm_by_hand)
+    return ConvBlock(*layers)
 
 
 def build_blocks(cfg) -> nn.Sequential:
@@ -64,7 +63,7 @@ def build_blocks(cfg) -> nn.Sequential:
             h, w = h // 2, w // 2
         else:
             k, p = block.get("kernel", 3), block.get("padding", 0)
-            layers.append(_conv_block(c, block.conv, k, p, norm, m.dropout, cfg.train.get("batchnorm_by_hand")))
+            layers.append(_conv_block(c, block.conv, k, p, norm, m.dropout))
             c, h, w = block.conv, h + 2 * p - k + 1, w + 2 * p - k + 1
         if min(h, w) < 1:
             raise ConfigError(f"model={m.name}: block {i} ({block}) shrinks the image below 1x1. "

@@ -373,7 +373,9 @@ def path_line(rep: effects.DesignReport) -> str:
     given, found = list(rep.design.factors), list(rep.design.order)
     tau = kendalltau([given.index(f) for f in found], range(len(found))).statistic if len(found) > 1 else 1.0
     return (f"Path found: {' → '.join(found)}. Order given: {' → '.join(given)}. Kendall's τ between the two "
-            f"orders: {tau:+.2f} (1: the same order).")
+            f"orders: {tau:+.2f} (1: the same order). Each round keeps its largest mean gain, measured on the "
+            f"seeds that chose it, so the gains of the path are biased upward: confirm them with fresh seeds "
+            f"(a path design in the order found).")
 
 
 def adaptive_line(rep: effects.DesignReport) -> str:

@@ -30,18 +30,15 @@ REPO = Path(__file__).resolve().parent.parent
 # name -> how it trains. "seed" configs use the DataLoader; the others use ablate's engine.
 # The seed-style loop is the seed's code: torchvision + PIL transforms + DataLoader,
 # torch's own nn.Dropout. The engine rows use ablate's (cheaper-mask) Dropout and its
-# fused conv->BN->ReLU->dropout blocks (channels_last: BatchNorm by hand when torch
-# runs more than one thread) unless "torch dropout", "unfused", "torch BatchNorm" or
-# "BatchNorm by hand" says otherwise, so each trick's share shows on its own row
-# (torch's dropout runs unfused too: the fused block needs ablate's).
+# fused conv->BN->ReLU->dropout blocks unless "torch dropout" or "unfused" says
+# otherwise, so each trick's share shows on its own row (torch's dropout runs unfused
+# too: the fused block needs ablate's). "channels_last" is the default layout.
 CONFIGS = {
     "seed-style DataLoader (workers=0)": {"kind": "seed", "workers": 0, "torch_dropout": True},
     "seed-style DataLoader (workers=2)": {"kind": "seed", "workers": 2, "torch_dropout": True},
     "ablate engine (contiguous; torch dropout)": {"kind": "engine", "channels_last": False, "torch_dropout": True},
     "ablate engine (contiguous; unfused)": {"kind": "engine", "channels_last": False, "unfused": True},
     "ablate engine (contiguous)": {"kind": "engine", "channels_last": False},
-    "ablate engine (channels_last; torch BatchNorm)": {"kind": "engine", "channels_last": True, "by_hand": False},
-    "ablate engine (channels_last; BatchNorm by hand)": {"kind": "engine", "channels_last": True, "by_hand": True},
     "ablate engine (channels_last)": {"kind": "engine", "channels_last": True},
 }
 
@@ -62,8 +59,7 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
     spec = CONFIGS[name]
     if threads:
         torch.set_num_threads(threads)
-    by_hand = [f"train.batchnorm_by_hand={str(spec['by_hand']).lower()}"] if "by_hand" in spec else []
-    cfg = ablate.compose([f"step={step}", f"device={device}", "progress=false", *by_hand])
+    cfg = ablate.compose([f"step={step}", f"device={device}", "progress=false"])
     dev = engine.resolve_device(device)
     engine.seed_everything(0)
     model = ablate.build_model(cfg).to(dev)

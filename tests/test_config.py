@@ -71,7 +71,7 @@ def test_fingerprint_ignores_where_a_job_runs_but_not_what_it_computes():
     ("train.epochs=0", "train.epochs"), ("train.batch_size=0", "train.batch_size"),
     ("train.lr=0", "train.lr"), ("train.lr=-0.1", "train.lr"), ("model.dropout=1.0", "model.dropout"),
     ("model.dropout=-0.1", "model.dropout"), ("norm.name=layer", "norm"), ("device=tpu", "device"),
-    ("data.train_subset=0", "data.train_subset"), ("train.batchnorm_by_hand=sometimes", "train.batchnorm_by_hand"),
+    ("data.train_subset=0", "data.train_subset"), ("tracking.on_running=maybe", "tracking.on_running"),
     ("augmentation=crop_flip augmentation.flip.p=2", "augmentation.flip.p"),
     ("augmentation=crop_flip augmentation.crop.padding=-1", "augmentation.crop.padding"),
 ])

@@ -80,13 +80,13 @@ def test_missing_data_names_the_root_and_the_fix(overrides, tmp_path):
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous_format"])
 def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout):
     """Where the maths is the same, the speed tricks change nothing. Two epochs of step 7
-    on the tiny data through engine.fit, as built (fused conv blocks, channels_last ones
-    with BatchNorm by hand; fused SGD) and as plain torch (each block an nn.Sequential of
-    its layers; the for-loop SGD), from the same seed. In float64: float32's rounding
+    on the tiny data through engine.fit, as built (fused conv blocks, fused SGD) and as
+    plain torch (each block an nn.Sequential of its layers; the for-loop SGD), from the
+    same seed. In float64: float32's rounding
     differences (1e-7) grow about 3x a step at OneCycle's peak rate on this tiny model,
     so float32 runs drift apart by 1e-3 within 16 steps whatever the maths. Dropout
     draws its positions in memory order, so both runs share a layout."""
-    cfg = ablate.compose([*overrides, "step=7", "train.epochs=2", "train.batchnorm_by_hand=true"])
+    cfg = ablate.compose([*overrides, "step=7", "train.epochs=2"])
     tensors = data.load(cfg, torch.device("cpu"))
     tensors = dataclasses.replace(tensors, train=data.Tensors(tensors.train.x.double(), tensors.train.y),
                                   test=data.Tensors(tensors.test.x.double(), tensors.test.y))
