@@ -546,11 +546,13 @@ def for_sweep(client: MlflowClient, parent_id: str, cfg, fingerprints: list[str]
                                    design_spec)
         print(effects_table(rep).to_string(index=False))
         print(verdict(rep))
+        print(design_noise(rep))
     else:
         runs, notes = load_runs(client.tracking_uri, exp.name, fingerprints=fingerprints)
         rep = build(runs, notes)
         paths = write(rep, out, title=title)
         print(table(rep).to_string(index=False))
+        print(grid_noise(rep))
     client.log_artifacts(parent_id, str(out), "report")
     log.info(f"Report: {paths['md']} (also in the parent run's artifacts)")
     return paths["md"]
