@@ -20,9 +20,11 @@ from ablate.errors import AblateError, ConfigError
 
 log = logging.getLogger(__name__)
 
-# MLflow draws a progress bar for every artifact it moves, a design.json included: noise
-# in a sweep's output. A user's own setting wins.
+# MLflow draws a progress bar for every artifact it moves (a design.json included) and,
+# with a tracking server, prints "View run ... at" for every run it closes: noise in a
+# sweep's output, which prints its own links. A user's own setting wins.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 FINGERPRINT = "ablate.fingerprint"
 SWEEP_ID = "ablate.sweep_id"
