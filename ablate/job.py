@@ -171,20 +171,20 @@ def train(cfg) -> Result:
     logged = {m.step for m in client.get_metric_history(run_id, "test_acc")} if resume is not None else set()
     before = run.data if resume is not None else RunData()  # MLflow refuses to log a param twice
 
-    def log_epoch(st: engine.State, metrics: dict) -> None:
+    def log_epoch(epoch: int, metrics: dict) -> None:
         def attempt():
-            if st.epoch in logged or any(m.step == st.epoch for m in client.get_metric_history(run_id, "test_acc")):
+            if epoch in logged or any(m.step == epoch for m in client.get_metric_history(run_id, "test_acc")):
                 client.set_tag(run_id, tracking.HEARTBEAT, str(int(time.time())))
                 return  # logged before a kill, or by a try whose reply was lost
-            client.log_batch(run_id, metrics=tracking.metrics(metrics, st.epoch),
+            client.log_batch(run_id, metrics=tracking.metrics(metrics, epoch),
                              tags=[RunTag(tracking.HEARTBEAT, str(int(time.time())))])
-        tracking.ride_out(f"logging epoch {st.epoch}", attempt, grace, uri)
-        logged.add(st.epoch)
+        tracking.ride_out(f"logging epoch {epoch}", attempt, grace, uri)
+        logged.add(epoch)
 
     def on_epoch(st: engine.State, metrics: dict) -> None:
         if ckpt is not None:  # first, locally: an outage while logging then loses nothing
             checkpoint.save(ckpt, st)
-        log_epoch(st, metrics)
+        log_epoch(st.epoch, metrics)
 
     # All work after the run exists sits in this try: a signal closes the run KILLED (a
     # requeued or rerun job resumes it); a crash closes it FAILED with its error.
@@ -199,6 +199,9 @@ def train(cfg) -> Result:
                 client.log_metric(run_id, "param_count", n_params)
             if resume is None:
                 client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            for past in state.history:  # epochs the checkpoint holds but an outage kept from the store
+                if past["epoch"] not in logged:
+                    log_epoch(past["epoch"], {k: v for k, v in past.items() if k != "epoch"})
             engine.fit(cfg, tensors, state, on_epoch, progress=cfg.progress)
             final = state.history[-1]["test_acc"]
             summary = {"best_test_acc": state.best_acc, "best_epoch": state.best_epoch, "final_test_acc": final}

@@ -182,6 +182,9 @@ def job_overrides() -> list[str]:
         return []
 
 
+QUOTES = "'\""
+
+
 def run_name(overrides: list[str]) -> str:
     """Readable name from what varies: the swept keys in a multirun, else every
     override, e.g. "norm=bn_after_relu,seed=1"."""
@@ -191,7 +194,7 @@ def run_name(overrides: list[str]) -> str:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
         if key == "design.arm" and (not swept or key in swept):
-            kept.insert(0, f"arm={value}")  # a design's jobs are named by their arm first
+            kept.insert(0, f"arm={value.strip(QUOTES)}")  # a design's jobs are named by their arm first
         if key.startswith("hydra") or is_non_result(key):
             continue
         if not swept or key in swept:

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 import ablate
-from ablate import config, designs, effects, stats
+from ablate import config, designs, effects, stats, tracking
 from ablate.designs import Design, DesignError
 
 LOO = Design("loo", "leave_one_out", ["step=7"], {"batchnorm": ["norm=none"], "rotation": ["augmentation=none"]})
@@ -38,6 +38,12 @@ def test_jobs_cross_the_arms_with_the_rest_of_the_sweep_and_carry_their_tags():
     assert arm.name == "batchnorm"
     assert overrides == ['step="7"', "seed=1", "train.epochs=3", "norm=none", "design.name=loo",
                          "design.kind=leave_one_out", "design.arm='batchnorm'"]  # quoted for Hydra's parser
+
+
+def test_a_design_jobs_run_is_named_by_its_arm_without_the_quotes(monkeypatch):
+    _, overrides = designs.expand(LOO, [["seed=1"]])[1]
+    monkeypatch.setenv(tracking.ENV_SWEEP_KEYS, "design.arm,seed")
+    assert tracking.run_name(overrides) == "arm=batchnorm,seed=1"
 
 
 def test_the_command_line_may_change_the_baseline_but_not_a_factor():

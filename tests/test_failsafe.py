@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import mlflow
 import pytest
 
+import ablate
 from ablate import tracking
 from conftest import run_cli, start_server, stop
 
@@ -72,6 +73,28 @@ def one_finished_run_with_every_epoch(url):
     runs = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
     assert len(runs) == 1, [r.info.status for r in runs]
     assert runs[0].info.status == "FINISHED" and epochs_logged(url, runs[0].info.run_id) == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_epoch_the_outage_kept_from_the_store_is_logged_from_the_checkpoint_on_resume(tmp_path, tiny_data,
+                                                                                          monkeypatch):
+    """The checkpoint is written before the epoch is logged, so the rerun starts after
+    an epoch the store never saw: it logs that epoch from the checkpoint's history."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = ablate.compose([f"data.root={tiny_data}", *FAST, "train.epochs=3", f"tracking.uri={url}",
+                          "tracking.grace_s=0.1"])
+    real = mlflow.MlflowClient.log_batch
+
+    def outage_at_epoch_2(self, run_id, metrics=(), *args, **kwargs):
+        if any(m.step == 2 for m in metrics):
+            raise ConnectionError("the store went away")
+        return real(self, run_id, metrics, *args, **kwargs)
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", outage_at_epoch_2)
+    with pytest.raises(tracking.StoreError):
+        ablate.train(cfg)
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", real)
+    run_id = ablate.train(cfg).run_id
+    assert epochs_logged(url, run_id) == [1, 2, 3]
 
 
 def start_job(url, tiny_data, cwd, *extra):

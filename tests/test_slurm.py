@@ -52,7 +52,7 @@ def test_a_sweep_goes_through_sbatch_and_lands_in_mlflow(slurm, tmp_path, tiny_d
     assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
     assert sorted(children["tags.mlflow.runName"]) == ["seed=0", "seed=1"] and set(children["status"]) == {"FINISHED"}
     assert set(children["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
-    scripts = list(tmp_path.glob("multirun/*/*/.submitit/*_submission.sh"))
+    scripts = list(tmp_path.glob("multirun/*/*/.submitit/*/*_submission.sh"))
     assert scripts and "#SBATCH --partition=debug" in scripts[0].read_text()
     job_id = scripts[0].parent.name.split("_")[0]  # the array job SLURM numbered
     shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
