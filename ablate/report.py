@@ -430,7 +430,7 @@ def design_markdown(rep: effects.DesignReport) -> str:
         parts += [path_line(rep), "", "## Rounds\n", rounds_table(rep).to_markdown(index=False), ""]
     if rep.adaptive and "decisions" in rep.adaptive:
         parts += [adaptive_line(rep), ""]
-    parts += ["## Effects\n", effects_table(rep).to_markdown(index=False), "", verdict(rep), design_noise(rep), "",
+    parts += ["## Effects\n", effects_table(rep).to_markdown(index=False), "", verdict(rep), "", design_noise(rep), "",
              "## Arms\n", arms_table(rep).to_markdown(index=False), "",
              "Effects are paired by seed: " + ("main effects and two-way interactions of a 2^k factorial, "
                                                "the seeds as replicates. " if d.kind == "factorial" else "")
