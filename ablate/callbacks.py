@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from ablate import config, designs, job, tracking
+from ablate import config, designs, errors, job, tracking
 from ablate.errors import AblateError
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class AblateCallback(Callback):
         self.design_file: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        errors.report_hydras_errors()  # composed: the sweep's jobs report their crashes Hydra's way
         logging.getLogger("submitit").addFilter(_quiet_sacct)
         try:
             sweep = designs.plan(config.hydra.sweeper, list(config.hydra.overrides.task))

@@ -7,9 +7,11 @@ import json
 import re
 from pathlib import Path
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, from_hydra
 
 __all__ = ["ConfigError", "compose", "fingerprint", "flatten", "name_options", "validate"]
 
@@ -71,11 +73,14 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path 
     overrides = quote_step_args(list(overrides))
     if config_dir is not None:  # what --config-dir does: the user's conf/ goes on the search path
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app already
-        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-    else:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app already
             cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+        else:
+            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+                cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(from_hydra(exc)) from None
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]

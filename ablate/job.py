@@ -17,8 +17,10 @@ from mlflow.entities import Param, RunData, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ablate import checkpoint, config, data, engine, tracking
+from ablate.errors import ConfigError, from_hydra
 from ablate.model import build_model, check_model, param_count
 
 log = logging.getLogger(__name__)
@@ -80,12 +82,15 @@ def check(cfg) -> str:
     """Everything that can be wrong with a job, before any run exists: its values, the
     store, the device, the data (read once, checked, its shape filled into the config)
     and the model against that data. Returns the fingerprint that names its runs."""
-    config.validate(cfg)
-    tracking.check_store(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment)
-    engine.resolve_device(cfg.device)
-    data.check(cfg)
-    check_model(cfg)
-    return config.fingerprint(cfg)
+    try:
+        config.validate(cfg)
+        tracking.check_store(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment)
+        engine.resolve_device(cfg.device)
+        data.check(cfg)
+        check_model(cfg)
+        return config.fingerprint(cfg)
+    except OmegaConfBaseException as exc:  # an interpolation to nowhere, a needed key deleted with ~
+        raise ConfigError(from_hydra(exc)) from None
 
 
 def _busy(client: MlflowClient, cfg, run, why: str) -> Result | None:

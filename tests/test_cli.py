@@ -2,6 +2,8 @@
 import mlflow
 import pytest
 
+import ablate
+from ablate.errors import ConfigError
 from conftest import run_cli
 
 FAST = ["train.epochs=1", "train.batch_size=64", "progress=false", "data.download=false"]
@@ -57,14 +59,31 @@ def test_reduced_seed_study_runs_all_seven_steps(tmp_path, tiny_data):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["norm=bn_sideways"], "Could not find 'norm/bn_sideways'"),
-    (["nonsense_key=1"], "nonsense_key"),
+    (["norm=bn_sideways"], "norm=bn_sideways: no such option in the 'norm' group. Choose one of bn_after_relu, "
+                           "bn_before_relu, none"),
+    (["-m", "seed=0,1", "trian.epochs=1,2"], "trian.epochs: no such key in the config. Check its spelling"),
+    (["train.lr=${nope}"], "train.lr: Interpolation key 'nope' not found. Fix it with"),
 ])
-def test_unknown_options_get_hydras_error_and_no_training(tmp_path, tiny_data, args, needle):
-    out = run_cli([f"data.root={tiny_data}", *FAST, *args], cwd=tmp_path)
-    assert out.returncode != 0 and needle in out.stderr
-    assert "Available options" in out.stderr or "nonsense_key" in out.stderr
+def test_hydras_own_errors_are_one_line_exit_2_and_no_run(tmp_path, tiny_data, args, needle):
+    """What Hydra prints over several lines with exit 1 (a misspelt option or key, in a
+    job or a sweep), and an interpolation to nowhere, are one line like any bad input."""
+    out = run_cli([*args, f"data.root={tiny_data}", *FAST], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("ablate: ") and needle in errors[0], errors
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model=resnett", "model=resnett: no such option in the 'model' group. Choose one of base, deep, gap, narrow"),
+    ("train.epochz=3", "train.epochz: no such key in the config. Check its spelling (`python -m ablate --cfg "
+                       "job` prints every key), or add it with +train.epochz=3."),
+    ("seed=[", "the override 'seed=[' does not parse: no viable alternative at input '['"),
+])
+def test_compose_says_hydras_errors_in_one_line(override, needle):
+    with pytest.raises(ConfigError) as err:
+        ablate.compose([override])
+    assert needle in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("arg,key", [

@@ -119,7 +119,7 @@ def test_an_outage_shorter_than_the_grace_period_is_ridden_out(tmp_path, tiny_da
         job = start_job(url, tiny_data, tmp_path, "tracking.grace_s=120")
         wait_for(job, "epoch 2/6")
         stop(server)  # the store goes away mid-run ...
-        time.sleep(8)
+        time.sleep(3)
         url, server = start_server(tmp_path / "server", port=port)  # ... and comes back within the grace
         out, _ = job.communicate(timeout=300)
         assert job.returncode == 0, out[-3000:]
