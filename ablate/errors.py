@@ -22,7 +22,7 @@ def from_hydra(exc: Exception) -> str:
     """Hydra's and OmegaConf's own errors (a misspelt option or key, an override that
     does not parse), which Hydra prints over several lines, as one line with the fix."""
     from hydra.errors import MissingConfigException, OverrideParseException, SearchPathException
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
     if isinstance(exc, MissingConfigException) and exc.options is not None and exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
         return (f"{group}={option}: no such option in the '{group}' group. Choose one of "
@@ -35,7 +35,11 @@ def from_hydra(exc: Exception) -> str:
     if isinstance(exc, OmegaConfBaseException) and getattr(exc, "full_key", None):
         return f"{exc.full_key}: {str(exc).splitlines()[0]}. Fix it with `{exc.full_key}=<value>`."
     text = " ".join(f"{exc} {exc.__cause__ or ''}".split())
-    if (key := re.search(r"Could not override '([^']+)'", text)) and "not in struct" in text:
+    no_such_key = isinstance(exc.__cause__, (ConfigKeyError, ConfigAttributeError))
+    if (key := re.search(r"Could not override '([^']+)'", text)) and no_such_key:
+        if key[1].startswith("hydra.sweeper."):
+            return f"{key[1]}: no such key in this sweeper. A design's keys need the ablation sweeper: " \
+                   f"add hydra/sweeper=ablation, or use a preset (ablation=step7_loo)."
         add = re.search(r"use (\+\S+)", text)
         return (f"{key[1]}: no such key in the config. Check its spelling (`python -m ablate --cfg job` prints "
                 f"every key){f', or add it with {add[1]}' if add else ''}.")

@@ -575,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = tracking.resolve_uri(args.tracking_uri)
     title = f"ablate report: {args.experiment}"
     try:
+        tracking.require_store(uri)
         if args.design or args.sweep_id:
             client = MlflowClient(uri)
             exp = client.get_experiment_by_name(args.experiment)
@@ -588,9 +589,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         runs, notes = load_runs(uri, args.experiment, args.sweep_id, args.filter)
         rep = build(runs, notes, order=args.order, baseline=args.baseline)
-    except ReportError as exc:
+    except (ReportError, tracking.StoreError) as exc:
         print(f"ablate.report: {exc}", file=sys.stderr)
-        return 1
+        return 2
     paths = write(rep, args.out, title=title)
     _say([table(rep), delta_table(rep), grid_noise(rep)], rep.notes, paths)
     return 0

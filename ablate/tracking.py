@@ -84,6 +84,14 @@ def quick_requests(timeout_s: int = 5):
                 os.environ[k] = v
 
 
+def require_store(uri: str) -> None:
+    """For the tools that read runs (the report, the UI): a sqlite store must be there
+    already, where MlflowClient would create an empty one and report on nothing."""
+    if urlparse(uri).scheme == "sqlite" and not Path(uri[len("sqlite:///"):]).exists():
+        raise StoreError(f"no MLflow store at {uri}. Run from the folder you swept in, or point "
+                         f"--tracking-uri at its store (sqlite:////path/to/mlflow.db, or http://host:port).")
+
+
 def check_store(uri: str, experiment: str) -> None:
     """Can runs go there? Checked before any data is read or any run exists, in
     seconds, and without creating anything: a sqlite file must be a database (or its

@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-serve", action="store_true", help="print the links only")
     args = ap.parse_args(argv)
     uri = tracking.resolve_uri(args.tracking_uri)
+    try:
+        tracking.require_store(uri)
+    except tracking.StoreError as exc:
+        print(f"ablate.ui: {exc}", file=sys.stderr)
+        return 2
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(args.experiment)
     if exp is None:

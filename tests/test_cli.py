@@ -79,6 +79,8 @@ def test_hydras_own_errors_are_one_line_exit_2_and_no_run(tmp_path, tiny_data, a
     ("train.epochz=3", "train.epochz: no such key in the config. Check its spelling (`python -m ablate --cfg "
                        "job` prints every key), or add it with +train.epochz=3."),
     ("seed=[", "the override 'seed=[' does not parse: no viable alternative at input '['"),
+    ("hydra.sweeper.design=loo", "hydra.sweeper.design: no such key in this sweeper. A design's keys need the "
+                                 "ablation sweeper"),
 ])
 def test_compose_says_hydras_errors_in_one_line(override, needle):
     with pytest.raises(ConfigError) as err:

@@ -128,7 +128,17 @@ def test_nothing_to_report_is_an_error_with_a_reason(store, tmp_path):
         report.load_runs(store, "ablate")
     with pytest.raises(report.ReportError, match="No runs in sweep"):
         report.load_runs(store, "ablate", sweep_id="abc")
-    assert report.main(["--tracking-uri", store, "--experiment", "nope", "--out", str(tmp_path)]) == 1
+    assert report.main(["--tracking-uri", store, "--experiment", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_the_report_and_the_ui_refuse_a_store_that_is_not_there_and_create_none(tmp_path, capsys):
+    from ablate import ui
+    missing = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert report.main(["--tracking-uri", missing, "--out", str(tmp_path / "r")]) == 2
+    assert ui.main(["--tracking-uri", missing, "--no-serve"]) == 2
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 2 and all(f"no MLflow store at {missing}" in line for line in said), said
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_cli_writes_every_output(study, tmp_path, capsys):
