@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from ablate import stats
-from ablate.designs import BASELINE, Arm, Design, DesignError, merge
+from ablate.designs import BASELINE, Arm, Design, DesignError, arm_of
 
 Job = tuple[str, int]  # (arm name, seed)
 # A round's jobs in, every stored result out: a [seed x arm] table of the metric, NaN
@@ -223,12 +223,6 @@ class GreedyPath:
         return {"path": list(self.path), "rounds": [
             {"current": list(r.current), "chosen": r.chosen, "candidates": [asdict(c) for c in r.candidates]}
             for r in self.rounds]}
-
-
-def arm_of(design: Design, applied: tuple[str, ...]) -> Arm:
-    """The arm that applies these factors, in this order, to the baseline."""
-    overrides = merge(design.baseline, *(design.factors[f] for f in applied))
-    return Arm("+".join(applied) or BASELINE, applied, tuple(overrides))
 
 
 def _gain(table: pd.DataFrame, current: str, cand: str) -> tuple[float, float, float, int]:

@@ -156,8 +156,8 @@ class AblateCallback(Callback):
             parent = self.client.get_run(parent_id)
             exp_id = parent.info.experiment_id
             found = tracking.runs_of(self.client, exp_id, self.fingerprints)
-            swept = [k for k in parent.data.tags.get(tracking.SWEPT, "").split(",") if k]
-            key = ui.publish(self.client, exp_id, parent.data.tags[tracking.SWEEP_ID], found, swept)
+            key = ui.publish(self.client, exp_id, parent.data.tags[tracking.SWEEP_ID], found,
+                             tracking.swept_keys(parent))
             base, serve = ui.ui_base(self.client.tracking_uri)
             urls = ui.links(base, exp_id, key, found)
             log.info(f"MLflow UI, this sweep's runs: {urls['runs']}")

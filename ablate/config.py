@@ -34,6 +34,11 @@ def is_non_result(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
 
 
+def unquoted(override: str) -> str:
+    """An override as a run name shows it: without the quotes Hydra's grammar needed."""
+    return override.replace('"', "").replace("'", "")
+
+
 def is_seed(param: str) -> bool:
     """`seed`, or a per-source seed (`seeds.init`, ...)."""
     return param == "seed" or param.startswith("seeds.")

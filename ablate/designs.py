@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ablate.config import quote_step_args
+from ablate.config import quote_step_args, unquoted
 from ablate.errors import ConfigError
 
 KINDS = ("leave_one_out", "add_one_in", "factorial", "path", "greedy_path", "grid")
@@ -123,25 +123,28 @@ def merge(*lists) -> list[str]:
     return list(merged.values())
 
 
-def arms(design: Design) -> list[Arm]:
-    def arm(applied) -> Arm:
-        name = "+".join(applied) or BASELINE
-        return Arm(name, tuple(applied), tuple(merge(design.baseline, *(design.factors[f] for f in applied))))
+def arm_of(design: Design, applied: tuple[str, ...]) -> Arm:
+    """The arm that applies these factors, in this order, to the baseline."""
+    applied = tuple(applied)
+    overrides = merge(design.baseline, *(design.factors[f] for f in applied))
+    return Arm("+".join(applied) or BASELINE, applied, tuple(overrides))
 
+
+def arms(design: Design) -> list[Arm]:
     factors = list(design.factors)
     if design.kind == "grid":
         return [Arm(grid_name(g), (), tuple(merge(design.baseline, g))) for g in design.grid]
     if design.kind in ("leave_one_out", "add_one_in", "greedy_path"):  # greedy: its first round
-        return [arm(())] + [arm((f,)) for f in factors]
+        return [arm_of(design, ())] + [arm_of(design, (f,)) for f in factors]
     if design.kind == "path":
-        return [arm(tuple(design.order[:i])) for i in range(len(design.order) + 1)]
-    return [arm(tuple(f for f, on in zip(factors, bits, strict=True) if on))
+        return [arm_of(design, tuple(design.order[:i])) for i in range(len(design.order) + 1)]
+    return [arm_of(design, tuple(f for f, on in zip(factors, bits, strict=True) if on))
             for bits in itertools.product((False, True), repeat=len(factors))]
 
 
 def grid_name(overrides: list[str]) -> str:
     """A grid arm's name: its overrides, as a run name shows them."""
-    return ",".join(o.replace('"', "").replace("'", "") for o in overrides) or BASELINE
+    return ",".join(unquoted(o) for o in overrides) or BASELINE
 
 
 def tag_overrides(design: Design, arm: Arm) -> list[str]:
@@ -235,6 +238,11 @@ def is_design_sweep(sweeper_cfg) -> bool:
     return str(sweeper_cfg.get("_target_", "")).startswith("hydra_plugins.ablate_sweeper.")
 
 
+def _distinct(lists: list[list[str]]) -> list[list[str]]:
+    """The lists once each, in their first order."""
+    return [list(t) for t in dict.fromkeys(map(tuple, lists))]
+
+
 def plan(sweeper_cfg, task_overrides: list[str]) -> Plan:
     """The jobs of `python -m ablate -m <task overrides>` as the configured sweeper
     expands them: Hydra's basic grid, or a design crossed with that grid."""
@@ -252,12 +260,9 @@ def plan(sweeper_cfg, task_overrides: list[str]) -> Plan:
     if design.kind == "greedy_path" and not seeds:
         seeds = {"min": 3}  # the path is found on three seeds unless told otherwise
     if design.kind == "grid":  # the command line's combinations are the arms, crossed with its seeds
-
-        def distinct(lists):
-            return [x for i, x in enumerate(lists) if x not in lists[:i]]
         varied = set(swept) - {"seed"}
-        design.grid = distinct([[o for o in g if key_of(o) in varied] for g in grid])
-        grid = distinct([[o for o in g if key_of(o) not in varied] for g in grid])
+        design.grid = _distinct([[o for o in g if key_of(o) in varied] for g in grid])
+        grid = _distinct([[o for o in g if key_of(o) not in varied] for g in grid])
     names = swept if design.kind == "grid" else ["design.arm", *swept]  # what run names show
     if not seeds:
         jobs = expand(design, grid)

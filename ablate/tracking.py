@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from ablate.config import is_non_result
+from ablate.config import is_non_result, unquoted
 from ablate.errors import AblateError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,11 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite store's URI (absolute, as resolve_uri gives it)."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 class StoreError(AblateError):
     """The tracking store cannot be used: one line naming the URI, what failed and the fix."""
 
@@ -87,7 +92,7 @@ def quick_requests(timeout_s: int = 5):
 def require_store(uri: str) -> None:
     """For the tools that read runs (the report, the UI): a sqlite store must be there
     already, where MlflowClient would create an empty one and report on nothing."""
-    if urlparse(uri).scheme == "sqlite" and not Path(uri[len("sqlite:///"):]).exists():
+    if (db := sqlite_file(uri)) is not None and not db.exists():
         raise StoreError(f"no MLflow store at {uri}. Run from the folder you swept in, or point "
                          f"--tracking-uri at its store (sqlite:////path/to/mlflow.db, or http://host:port).")
 
@@ -107,8 +112,7 @@ def check_store(uri: str, experiment: str) -> None:
                          f"'{urlparse(uri).scheme}'. Use sqlite:///path/mlflow.db, a folder, "
                          f"or http://host:port.") from None
     scheme = urlparse(uri).scheme
-    if scheme == "sqlite":
-        db = Path(uri[len("sqlite:///"):])
+    if (db := sqlite_file(uri)) is not None:
         if db.exists():
             try:
                 with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
@@ -131,24 +135,21 @@ def check_store(uri: str, experiment: str) -> None:
                              f"({reason}). {FIX}.") from None
 
 
+@contextlib.contextmanager
 def _lock(uri: str):
     """An exclusive lock on a sqlite store's folder while its schema is created: two
     sweeps started together on a fresh store would race the migration."""
-    if not uri.startswith("sqlite:////"):
-        return contextlib.nullcontext()
-    folder = Path(uri[len("sqlite:///"):]).parent
-    folder.mkdir(parents=True, exist_ok=True)
-
-    @contextlib.contextmanager
-    def held():
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-    return held()
+    if (db := sqlite_file(uri)) is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def ensure_experiment(uri: str, name: str) -> str:
@@ -164,8 +165,8 @@ def _ensure_experiment(uri: str, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if uri.startswith("sqlite:////"):  # artifacts beside the db, whatever the cwd
-        location = (Path(uri[len("sqlite:///"):]).parent / "mlruns" / name).as_uri()
+    if (db := sqlite_file(uri)) is not None:  # artifacts beside the db, whatever the cwd
+        location = (db.parent / "mlruns" / name).as_uri()
     try:  # the kind tag opens MLflow 3's UI on its training-runs view, not GenAI's
         return client.create_experiment(name, artifact_location=location,
                                         tags={"mlflow.experimentKind": "custom_model_development"})
@@ -190,9 +191,6 @@ def job_overrides() -> list[str]:
         return []
 
 
-QUOTES = "'\""
-
-
 def run_name(overrides: list[str]) -> str:
     """Readable name from what varies: the swept keys in a multirun, else every
     override, e.g. "norm=bn_after_relu,seed=1"."""
@@ -202,11 +200,11 @@ def run_name(overrides: list[str]) -> str:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
         if key == "design.arm" and (not swept or key in swept):
-            kept.insert(0, f"arm={value.strip(QUOTES)}")  # a design's jobs are named by their arm first
+            kept.insert(0, f"arm={unquoted(value)}")  # a design's jobs are named by their arm first
         if key.startswith("hydra") or is_non_result(key):
             continue
         if not swept or key in swept:
-            kept.append(o.replace('"', "").replace("'", ""))
+            kept.append(unquoted(o))
     return ",".join(kept) or "defaults"
 
 
@@ -229,6 +227,11 @@ def runs_of(client: MlflowClient, experiment_id: str, fingerprints: list[str]) -
         if fp in wanted and fp not in newest:
             newest[fp] = r.info.run_id
     return [newest[fp] for fp in dict.fromkeys(fingerprints) if fp in newest]
+
+
+def swept_keys(parent) -> list[str]:
+    """The keys a sweep's command line varied, from its parent run's tag."""
+    return [k for k in parent.data.tags.get(SWEPT, "").split(",") if k]
 
 
 def find_runs(client: MlflowClient, experiment_id: str, fingerprint: str):

@@ -80,8 +80,8 @@ def shared_view(client: MlflowClient, experiment_id: str, sweep_id: str | None):
         jobs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
                                   max_results=5000)
         ids = [r.info.run_id for r in jobs]
-        swept = [k for k in parents[0].data.tags.get(tracking.SWEPT, "").split(",") if k]
-        return publish(client, experiment_id, parents[0].data.tags[tracking.SWEEP_ID], ids, swept), ids
+        return publish(client, experiment_id, parents[0].data.tags[tracking.SWEEP_ID], ids,
+                       tracking.swept_keys(parents[0])), ids
     runs = client.search_runs([experiment_id], json.loads(state)["searchFilter"], max_results=5000)
     return key, [r.info.run_id for r in runs]
 
