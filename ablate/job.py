@@ -63,17 +63,42 @@ class Interrupted(BaseException):
     failure: submitit then records no error result, and a requeued job resumes the run."""
 
 
+class _Sigterm:
+    """SIGTERM as Interrupted, except while `held()`: torch.save turns an exception
+    raised inside its writes into a RuntimeError (`unexpected pos ...`, seen in CI), and
+    the run would close FAILED, never to resume. A held signal is raised once the write
+    is done."""
+
+    def __init__(self):
+        self.holding, self.pending = False, None
+
+    def handler(self, signum, frame):
+        if self.holding:
+            self.pending = signum
+            return
+        raise Interrupted(f"signal {signum}")
+
+    @contextmanager
+    def held(self):
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending is not None:
+            raise Interrupted(f"signal {self.pending}")
+
+
 @contextmanager
 def _sigterm_as_exception():
-    def handler(signum, frame):
-        raise Interrupted(f"signal {signum}")
+    sigterm = _Sigterm()
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = signal.signal(signal.SIGTERM, sigterm.handler)
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield sigterm
         return
     try:
-        yield
+        yield sigterm
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -188,13 +213,14 @@ def train(cfg) -> Result:
 
     def on_epoch(st: engine.State, metrics: dict) -> None:
         if ckpt is not None:  # first, locally: an outage while logging then loses nothing
-            checkpoint.save(ckpt, st)
+            with sigterm.held():
+                checkpoint.save(ckpt, st)
         log_epoch(st.epoch, metrics)
 
     # All work after the run exists sits in this try: a signal closes the run KILLED (a
     # requeued or rerun job resumes it); a crash closes it FAILED with its error.
     try:
-        with _sigterm_as_exception():
+        with _sigterm_as_exception() as sigterm:
             ckpt = _checkpoint_path(run.info) if cfg.tracking.checkpoints else None
             params = {**config.flatten(cfg), "param_count": n_params}
             if new := {k: v for k, v in params.items() if k not in before.params}:
