@@ -63,44 +63,46 @@ class Interrupted(BaseException):
     failure: submitit then records no error result, and a requeued job resumes the run."""
 
 
-class _Sigterm:
-    """SIGTERM as Interrupted, except while `held()`: torch.save turns an exception
-    raised inside its writes into a RuntimeError (`unexpected pos ...`, seen in CI), and
-    the run would close FAILED, never to resume. A held signal is raised once the write
-    is done."""
-
-    def __init__(self):
-        self.holding, self.pending = False, None
-
-    def handler(self, signum, frame):
-        if self.holding:
-            self.pending = signum
-            return
-        raise Interrupted(f"signal {signum}")
-
-    @contextmanager
-    def held(self):
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
-        if self.pending is not None:
-            raise Interrupted(f"signal {self.pending}")
+def _sigterm(signum, frame):
+    raise Interrupted(f"signal {signum}")
 
 
 @contextmanager
 def _sigterm_as_exception():
-    sigterm = _Sigterm()
     try:
-        old = signal.signal(signal.SIGTERM, sigterm.handler)
+        old = signal.signal(signal.SIGTERM, _sigterm)
     except ValueError:  # not the main thread: leave signals alone
-        yield sigterm
+        yield
         return
     try:
-        yield sigterm
+        yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+# What stops a job: Ctrl-C, SIGTERM (kill, scancel) and USR2 (submitit's preemption)
+_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
+@contextmanager
+def _stops_held():
+    """The signals that stop a job wait while a checkpoint is written, then reach their
+    own handlers: torch.save turns an exception raised inside its writes into a
+    RuntimeError (`unexpected pos ...`, seen in CI), and the run would close FAILED,
+    never to resume, with a torn checkpoint."""
+    pending = []
+    try:
+        old = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in _STOPS}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        for s in dict.fromkeys(pending):
+            signal.raise_signal(s)
 
 
 def check(cfg) -> str:
@@ -202,25 +204,29 @@ def train(cfg) -> Result:
     before = run.data if resume is not None else RunData()  # MLflow refuses to log a param twice
 
     def log_epoch(epoch: int, metrics: dict) -> None:
+        tries = 0
+
         def attempt():
-            if epoch in logged or any(m.step == epoch for m in client.get_metric_history(run_id, "test_acc")):
-                client.set_tag(run_id, tracking.HEARTBEAT, str(int(time.time())))
-                return  # logged before a kill, or by a try whose reply was lost
+            nonlocal tries
+            tries += 1  # a retry first asks the store: the try before may have written, then lost its reply
+            if tries > 1 and any(m.step == epoch for m in client.get_metric_history(run_id, "test_acc")):
+                return
             client.log_batch(run_id, metrics=tracking.metrics(metrics, epoch),
                              tags=[RunTag(tracking.HEARTBEAT, str(int(time.time())))])
-        tracking.ride_out(f"logging epoch {epoch}", attempt, grace, uri)
-        logged.add(epoch)
+        if epoch not in logged:
+            tracking.ride_out(f"logging epoch {epoch}", attempt, grace, uri)
+            logged.add(epoch)
 
     def on_epoch(st: engine.State, metrics: dict) -> None:
         if ckpt is not None:  # first, locally: an outage while logging then loses nothing
-            with sigterm.held():
+            with _stops_held():
                 checkpoint.save(ckpt, st)
         log_epoch(st.epoch, metrics)
 
     # All work after the run exists sits in this try: a signal closes the run KILLED (a
     # requeued or rerun job resumes it); a crash closes it FAILED with its error.
     try:
-        with _sigterm_as_exception() as sigterm:
+        with _sigterm_as_exception():
             ckpt = _checkpoint_path(run.info) if cfg.tracking.checkpoints else None
             params = {**config.flatten(cfg), "param_count": n_params}
             if new := {k: v for k, v in params.items() if k not in before.params}:
@@ -231,8 +237,7 @@ def train(cfg) -> Result:
             if resume is None:
                 client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             for past in state.history:  # epochs the checkpoint holds but an outage kept from the store
-                if past["epoch"] not in logged:
-                    log_epoch(past["epoch"], {k: v for k, v in past.items() if k != "epoch"})
+                log_epoch(past["epoch"], {k: v for k, v in past.items() if k != "epoch"})
             engine.fit(cfg, tensors, state, on_epoch, progress=cfg.progress)
             final = state.history[-1]["test_acc"]
             summary = {"best_test_acc": state.best_acc, "best_epoch": state.best_epoch, "final_test_acc": final}

@@ -97,6 +97,24 @@ def test_an_epoch_the_outage_kept_from_the_store_is_logged_from_the_checkpoint_o
     assert epochs_logged(url, run_id) == [1, 2, 3]
 
 
+def test_an_epoch_whose_reply_was_lost_is_not_logged_twice(tmp_path, tiny_data, monkeypatch):
+    """The store wrote epoch 2, but the reply never came: the retry finds it there."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = ablate.compose([f"data.root={tiny_data}", *FAST, "train.epochs=3", f"tracking.uri={url}"])
+    real, lost = mlflow.MlflowClient.log_batch, []
+
+    def reply_lost_at_epoch_2(self, run_id, metrics=(), *args, **kwargs):
+        out = real(self, run_id, metrics, *args, **kwargs)
+        if any(m.step == 2 for m in metrics) and not lost:
+            lost.append(2)
+            raise ConnectionError("connection reset after the write")
+        return out
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", reply_lost_at_epoch_2)
+    run_id = ablate.train(cfg).run_id
+    assert lost and epochs_logged(url, run_id) == [1, 2, 3]
+
+
 def start_job(url, tiny_data, cwd, *extra):
     args = [f"data.root={tiny_data}", *FAST, "train.batch_size=16", "train.epochs=6", "step=7",
             f"tracking.uri={url}", *extra]

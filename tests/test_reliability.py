@@ -89,20 +89,28 @@ def test_sigterm_marks_the_run_killed_and_a_rerun_resumes_it(tmp_path, tiny_data
     assert list(finished_runs(tmp_path / "mlflow.db")["status"]) == ["FINISHED"]
 
 
-def test_sigterm_during_a_checkpoint_write_still_closes_the_run_killed(overrides, store, monkeypatch):
+def _preempted(signum, frame):  # what submitit's USR2 handler does, after asking SLURM to requeue
+    raise SystemExit(-1)
+
+
+@pytest.mark.parametrize("sig, stop", [(signal.SIGTERM, "Interrupted"), (signal.SIGINT, "KeyboardInterrupt"),
+                                       (signal.SIGUSR2, "SystemExit")])
+def test_a_stop_signal_during_a_checkpoint_write_still_closes_the_run_killed(overrides, store, monkeypatch,
+                                                                             sig, stop):
     """torch.save turns an exception raised inside its writes into a RuntimeError (CI saw
-    `unexpected pos 64 vs 0`, and the run closed FAILED, which is never resumed). SIGTERM
-    waits for the write to end, then stops the job as KILLED with a good checkpoint."""
+    `unexpected pos 64 vs 0`, and the run closed FAILED, which is never resumed). A signal
+    that stops the job waits for the write to end, then stops it as KILLED with a good
+    checkpoint."""
     real = torch.save
 
-    class SignalOnWrite:  # SIGTERM arrives while torch.save's zip writer is writing
+    class SignalOnWrite:  # the signal arrives while torch.save's zip writer is writing
         def __init__(self, f):
             self.f, self.writes = f, 0
 
         def write(self, b):
             self.writes += 1
             if self.writes == 2:  # the first comes before the zip writer's own
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), sig)
             return self.f.write(b)
 
         def flush(self):
@@ -111,10 +119,14 @@ def test_sigterm_during_a_checkpoint_write_still_closes_the_run_killed(overrides
     def signalled_save(obj, f, *args, **kwargs):
         return real(obj, SignalOnWrite(f), *args, **kwargs)
     monkeypatch.setattr(torch, "save", signalled_save)
-    cfg = ablate.compose([*overrides, "train.epochs=3"])
-    with pytest.raises(BaseException) as stopped:
-        ablate.train(cfg)
-    assert type(stopped.value).__name__ == "Interrupted", repr(stopped.value)
+    usr2 = signal.signal(signal.SIGUSR2, _preempted)
+    try:
+        cfg = ablate.compose([*overrides, "train.epochs=3"])
+        with pytest.raises(BaseException) as stopped:
+            ablate.train(cfg)
+    finally:
+        signal.signal(signal.SIGUSR2, usr2)
+    assert type(stopped.value).__name__ == stop, repr(stopped.value)
     run = mlflow.MlflowClient(store).search_runs(["1"])[0]
     assert run.info.status == "KILLED"
     monkeypatch.setattr(torch, "save", real)
