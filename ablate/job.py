@@ -68,16 +68,22 @@ def _sigterm(signum, frame):
 
 
 @contextmanager
-def _sigterm_as_exception():
+def _signals_to(handler, *signals):
+    """`signals` go to `handler` inside the block. Only the main thread may set handlers;
+    elsewhere signals are left alone."""
     try:
-        old = signal.signal(signal.SIGTERM, _sigterm)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
+        old = {s: signal.signal(s, handler) for s in signals}
+    except ValueError:
+        old = {}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, before in old.items():
+            signal.signal(s, signal.SIG_DFL if before is None else before)
+
+
+def _sigterm_as_exception():
+    return _signals_to(_sigterm, signal.SIGTERM)
 
 
 # What stops a job: Ctrl-C, SIGTERM (kill, scancel) and USR2 (submitit's preemption)
@@ -92,15 +98,9 @@ def _stops_held():
     never to resume, with a torn checkpoint."""
     pending = []
     try:
-        old = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in _STOPS}
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
+        with _signals_to(lambda signum, frame: pending.append(signum), *_STOPS):
+            yield
     finally:
-        for s, handler in old.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
         for s in dict.fromkeys(pending):
             signal.raise_signal(s)
 
