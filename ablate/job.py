@@ -82,10 +82,6 @@ def _signals_to(handler, *signals):
             signal.signal(s, signal.SIG_DFL if before is None else before)
 
 
-def _sigterm_as_exception():
-    return _signals_to(_sigterm, signal.SIGTERM)
-
-
 # What stops a job: Ctrl-C, SIGTERM (kill, scancel) and USR2 (submitit's preemption)
 _STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
@@ -226,7 +222,7 @@ def train(cfg) -> Result:
     # All work after the run exists sits in this try: a signal closes the run KILLED (a
     # requeued or rerun job resumes it); a crash closes it FAILED with its error.
     try:
-        with _sigterm_as_exception():
+        with _signals_to(_sigterm, signal.SIGTERM):
             ckpt = _checkpoint_path(run.info) if cfg.tracking.checkpoints else None
             params = {**config.flatten(cfg), "param_count": n_params}
             if new := {k: v for k, v in params.items() if k not in before.params}:
