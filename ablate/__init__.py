@@ -3,15 +3,19 @@
 The package reads as the story of a job, then of a study:
 
     errors      the one-line mistakes a user can make (ConfigError, DataError)
+    schema      the types of ablate's own config keys (Hydra structured configs); unknown keys refused
     config      compose a job from conf/ (and --config-dir), check it, flatten it, fingerprint it
-    data        any torchvision-style set: read, checked, held as tensors or streamed
+    data        images, feature vectors or token ids: read, checked, held as tensors or streamed
+    metrics     torchmetrics with a name, a direction and bounds; the objective
+    task        classification, regression, sequence: a loss and metrics from config
     augment     batched crop, flip, rotate, erase on the training device
     kernels     CPU training kernels (the dropout mask, the fused conv block)
     model       a block list built into a CNN, or any nn.Module from `_target_`
-    engine      the one training loop
+    engine      the one training loop: batches -> task loss -> step; task metrics each epoch
     checkpoint  per-epoch state, written atomically
     tracking    the MLflow store: checks, run names, owners, outages
-    job         one job from config to MLflow: check, skip, resume, train
+    run         one run's life: claim or resume, log through an outage, close FINISHED/KILLED/FAILED
+    job         one job from config to MLflow: check -> claim -> build -> fit -> close
     callbacks   sweep-level work in Hydra's callback: pre-flight, parent run, summary, links
     designs     ablation designs (baseline + factors) as jobs; the sweeper plugin beside
                 the callbacks (hydra_plugins/ablate_sweeper) runs them

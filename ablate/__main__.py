@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> float:
     errors.report_hydras_errors()  # composed: from here on a crash is Hydra's to report
     name_options(cfg, HydraConfig.get().runtime.choices)
     try:
-        return train(cfg).best_test_acc  # the objective, for Hydra sweepers
+        return train(cfg).objective  # the objective value, for Hydra sweepers (Optuna, ...)
     except errors.AblateError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweep records it as a failed job

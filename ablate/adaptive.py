@@ -2,12 +2,13 @@
 next round's jobs.
 
     seeds until decisive  every arm gets `min` seeds; then each comparison whose
-                          interval still spans zero and is wider than the target gets
-                          one more seed on each of its arms, round by round, up to `max`
+                          interval still spans zero and is wider than the target (in
+                          the metric's units) gets one more seed on each of its arms,
+                          round by round, up to `max`
     greedy_path           from the baseline (the source), each round tries every
-                          remaining factor on the current config and keeps the one with
-                          the largest mean gain, paired over seeds (Fawcett & Hoos'
-                          ablation); racing drops clearly worse candidates early
+                          remaining factor on the current config and keeps the one that
+                          improves the objective most, paired over seeds (Fawcett &
+                          Hoos' ablation); racing drops clearly worse candidates early
 
 The rounds keep no state of their own. `run(jobs)` trains what is missing and returns
 every result the store holds; each round looks only at the seeds it asked for. So a
@@ -29,49 +30,13 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from ablate import stats
-from ablate.designs import BASELINE, Arm, Design, DesignError, arm_of
+from ablate.designs import BASELINE, Arm, Design, DesignError, SeedPolicy, arm_of  # SeedPolicy: a plan holds one
+from ablate.metrics import Objective
 
 Job = tuple[str, int]  # (arm name, seed)
 # A round's jobs in, every stored result out: a [seed x arm] table of the metric, NaN
 # where a run is missing or failed, and the set of (arm, seed) that failed.
 Runner = Callable[[list[tuple[Arm, int]]], tuple[pd.DataFrame, set[Job]]]
-
-
-@dataclass
-class SeedPolicy:
-    min: int = 3
-    max: int = 3
-    until: str = "decisive"  # decisive: the interval excludes 0, or is narrow enough; precise: narrow enough
-    halfwidth: float = 0.05  # percentage points
-    metric: str = "final_test_acc"
-
-    @classmethod
-    def from_config(cls, node) -> SeedPolicy:
-        node = dict(node or {})
-        unknown = set(node) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise DesignError(f"hydra.sweeper.seeds has unknown key(s) {', '.join(sorted(unknown))}: use min, max, "
-                              f"until, halfwidth, metric.")
-        policy = cls(**node)
-        if policy.max < policy.min:
-            policy.max = policy.min  # `seeds: {min: 5}` alone means five seeds, no adapting
-        if not (isinstance(policy.min, int) and policy.min >= 2):
-            raise DesignError(f"hydra.sweeper.seeds.min={policy.min!r} is invalid: an interval needs at least 2 "
-                              f"seeds. Fix it with `hydra.sweeper.seeds.min=3`.")
-        if policy.until not in ("decisive", "precise"):
-            raise DesignError(f"hydra.sweeper.seeds.until={policy.until!r} is invalid: must be decisive or precise.")
-        if not policy.halfwidth > 0:
-            raise DesignError(f"hydra.sweeper.seeds.halfwidth={policy.halfwidth!r} is invalid: must be > 0 (pp).")
-        return policy
-
-    @property
-    def looks(self) -> int:
-        """How many times a comparison's interval may be looked at: at min, min+1, ..., max seeds."""
-        return self.max - self.min + 1
-
-    @property
-    def level(self) -> float:
-        return 1 - stats.ALPHA / self.looks
 
 
 @dataclass
@@ -100,7 +65,7 @@ class Decision:
     def reason(self) -> str:
         return {"open": f"still open at {self.n} seeds (the study was stopped)",
                 "decisive": f"decisive at {self.n} seeds: the interval excludes 0",
-                "precise": f"precise at {self.n} seeds: half-width {(self.hi - self.lo) / 2:.3f} pp",
+                "precise": f"precise at {self.n} seeds: half-width {(self.hi - self.lo) / 2:.3g}",
                 "max": f"max seeds ({self.n}) reached, interval still spans 0",
                 "failed": "an arm failed"}[self.status]
 
@@ -200,7 +165,7 @@ def seed_rounds(policy: SeedPolicy, arm_list: list[Arm], comps: list[Comparison]
 @dataclass
 class Candidate:
     factor: str
-    gain: float   # mean over seeds of (current + factor) - current
+    gain: float   # mean over seeds of (current + factor) - current: an improvement when objective.sign * gain > 0
     lo: float     # 95% t-interval of the gain
     hi: float
     n: int
@@ -225,20 +190,25 @@ class GreedyPath:
             for r in self.rounds]}
 
 
-def _gain(table: pd.DataFrame, current: str, cand: str) -> tuple[float, float, float, int]:
+def _gain(table: pd.DataFrame, current: str, cand: str, bounds) -> tuple[float, float, float, int]:
     d = (table[cand] - table[current]).dropna()
     n = len(d)
     if n == 0:
         return math.nan, math.nan, math.nan, 0
-    lo, hi = stats.t_interval(d.to_numpy(), (-100.0, 100.0))
+    lo, hi = stats.t_interval(d.to_numpy(), bounds)
     return float(d.mean()), lo, hi, n
 
 
-def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False) -> GreedyPath:
+def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
+                objective: Objective | None = None) -> GreedyPath:
     """Each round: every remaining factor on the current config, `seeds` seeds each,
-    paired with the current config on the same seeds; keep the largest mean gain.
-    Racing starts every candidate at 2 seeds and adds one at a time, dropping those
-    whose paired difference to the round's leader has a 95% interval below zero."""
+    paired with the current config on the same seeds; keep the one whose mean gain
+    improves the objective most (the largest gain where higher is better, the most
+    negative where lower is). Racing starts every candidate at 2 seeds and adds one at
+    a time, dropping those whose paired difference to the round's leader has a 95%
+    interval entirely on the worse side of zero."""
+    objective = objective or Objective()
+    sign = objective.sign  # sign * gain > 0: better
     current: tuple[str, ...] = ()
     remaining = list(design.factors)
     result = GreedyPath(())
@@ -252,13 +222,14 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False) -> 
             jobs = [(here, s) for s in range(k)] + [(cands[f], s) for f in alive for s in range(k)]
             table, _ = run(jobs)
             table = table.loc[table.index < k]
-            gains = {f: _gain(table.reindex(columns=[here.name, cands[f].name]), here.name, cands[f].name)
-                     for f in remaining}
+            gains = {f: _gain(table.reindex(columns=[here.name, cands[f].name]), here.name, cands[f].name,
+                              objective.delta_bounds) for f in remaining}
             if not race or k >= seeds or len(alive) == 1:
                 break
-            leader = max(alive, key=lambda f: -math.inf if math.isnan(gains[f][0]) else gains[f][0])
+            leader = max(alive, key=lambda f: -math.inf if math.isnan(gains[f][0]) else sign * gains[f][0])
             for f in [f for f in alive if f != leader]:
-                diff = (table[cands[f].name] - table[cands[leader].name]).dropna().to_numpy()
+                # how much better f is than the leader, per seed: all below zero means clearly worse
+                diff = sign * (table[cands[f].name] - table[cands[leader].name]).dropna().to_numpy()
                 if len(diff) >= 2 and stats.t_interval(diff)[1] < 0:
                     alive.remove(f)
                     dropped[f] = k
@@ -268,7 +239,7 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False) -> 
         if not contenders:
             raise DesignError(f"greedy path: every candidate after {'+'.join(current) or BASELINE} failed; "
                               f"the path cannot go on. See the failed runs.")
-        chosen = max(contenders, key=lambda c: c.gain).factor
+        chosen = max(contenders, key=lambda c: sign * c.gain).factor
         result.rounds.append(GreedyRound(current, round_cands, chosen))
         current = (*current, chosen)
         remaining.remove(chosen)
@@ -278,6 +249,15 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False) -> 
 
 # ----------------------------------------------------------------------------- the store
 
+def objective_of(overrides: list[str]) -> Objective:
+    """The objective a job is scored by: job.check fills in its metric (the task's
+    first, unless objective.metric names one) and checks it against the task."""
+    from ablate import config, job, metrics
+    cfg = config.compose(overrides)
+    job.check(cfg)
+    return metrics.objective(cfg)
+
+
 class StoreRunner:
     """The Runner the sweeper uses: trains through Hydra's launcher the jobs that have
     no FINISHED run yet (by config fingerprint), then reads every result back from
@@ -285,6 +265,7 @@ class StoreRunner:
 
     def __init__(self, design: Design, other: list[str], launch: Callable[[list[list[str]]], list],
                  uri: str, experiment: str, metric: str):
+        """`metric`: the summary metric read back (the policy's, by default the objective's column)."""
         self.design, self.other, self.launch = design, other, launch
         self.uri, self.experiment, self.metric = uri, experiment, metric
         self.arm_of: dict[str, str] = {}  # fingerprint -> arm

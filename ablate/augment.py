@@ -82,7 +82,7 @@ class Augment:
         self.gen = generator  # None: torch's global stream
         self.crop, self.flip = cfg.get("crop"), cfg.get("flip")
         self.rot, self.era = cfg.get("rotate"), cfg.get("erase")
-        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        self.mean, self.std = [float(m) for m in mean or []], [float(s) for s in std or []]  # None: not images
         self._fills: dict = {}
 
     @property

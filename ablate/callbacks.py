@@ -17,8 +17,9 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from ablate import config, designs, errors, job, tracking
+from ablate import config, designs, errors, job, metrics, tracking
 from ablate.errors import AblateError
+from ablate.metrics import Objective
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +29,36 @@ def _stop(message: str) -> None:
     sys.exit(2)
 
 
-def check_plan(sweep: designs.Plan) -> list[str]:
+def check_plan(sweep: designs.Plan) -> tuple[list[str], list[Objective]]:
     """The design (every arm composes, every factor changes something), then each job as
-    it will run (job.check: values, data, model). The first problem stops the sweep
-    before any training, in one line, with exit 2. Returns the jobs' fingerprints,
-    which name their runs in MLflow."""
+    it will run (job.check: values, data, model, objective). The first problem stops the
+    sweep before any training, in one line, with exit 2. Returns the jobs' fingerprints,
+    which name their runs in MLflow, and the objectives they are scored by (one, for a
+    design: its effects compare one metric)."""
     if sweep.design is not None:
         try:
             designs.check(sweep.design, config.compose, config.fingerprint)
         except AblateError as exc:
             _stop(f"design {sweep.design.name}: {exc}")
-    fingerprints = []
+    fingerprints, objectives = [], []
     for overrides in sweep.jobs:
         try:
-            fingerprints.append(job.check(config.compose(overrides)))
+            cfg = config.compose(overrides)
+            fingerprints.append(job.check(cfg))  # fills in objective.metric
+            objectives.append(metrics.objective(cfg))
         except AblateError as exc:
             _stop(f"error in job [{' '.join(overrides)}]: {exc}")
-    return fingerprints
+    objectives = list(dict.fromkeys(objectives))
+    if sweep.design is not None and len(objectives) > 1:
+        _stop(f"design {sweep.design.name}: its arms are scored by different objectives "
+              f"({'; '.join(o.describe() for o in objectives)}); a design compares one. Set objective.* in the "
+              f"baseline, not in a factor or a sweep key.")
+    if sweep.policy is not None and objectives:
+        try:
+            sweep.policy.for_objective(objectives[0])
+        except AblateError as exc:
+            _stop(str(exc))
+    return fingerprints, objectives
 
 
 def parallel_jobs(launcher: DictConfig, n_jobs: int) -> int:
@@ -74,6 +88,7 @@ class AblateCallback(Callback):
         self.cfg = None
         self.fingerprints: list[str] = []
         self.design_file: Path | None = None
+        self.objective = Objective()
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         errors.report_hydras_errors()  # composed: the sweep's jobs report their crashes Hydra's way
@@ -83,7 +98,8 @@ class AblateCallback(Callback):
         except AblateError as exc:
             _stop(str(exc))
         jobs, swept = sweep.jobs, sweep.swept
-        self.fingerprints = check_plan(sweep)
+        self.fingerprints, objectives = check_plan(sweep)
+        self.objective = objectives[0] if objectives else Objective()  # what the UI links sort by
         uri = tracking.resolve_uri(config.tracking.uri)
         exp_id = tracking.ensure_experiment(uri, config.tracking.experiment)
         self.client, self.cfg = MlflowClient(uri), config
@@ -98,7 +114,7 @@ class AblateCallback(Callback):
         self.parent_id = parent.info.run_id
         self.design_file = None
         if sweep.design is not None:  # the design and each job's arm; an adaptive sweeper adds rounds to it
-            spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints)
+            spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints, self.objective)
             self.client.log_text(self.parent_id, spec, tracking.DESIGN_FILE)
             self.design_file = Path(config.hydra.sweep.dir) / tracking.DESIGN_FILE
             self.design_file.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +173,7 @@ class AblateCallback(Callback):
             exp_id = parent.info.experiment_id
             found = tracking.runs_of(self.client, exp_id, self.fingerprints)
             key = ui.publish(self.client, exp_id, parent.data.tags[tracking.SWEEP_ID], found,
-                             tracking.swept_keys(parent))
+                             tracking.swept_keys(parent), self.objective)
             base, serve = ui.ui_base(self.client.tracking_uri)
             urls = ui.links(base, exp_id, key, found)
             log.info(f"MLflow UI, this sweep's runs: {urls['runs']}")

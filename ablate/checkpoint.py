@@ -40,7 +40,7 @@ def save(path: Path, state: State) -> None:
     """Temp file in the same directory, fsync, then os.replace: a crash midway
     leaves the previous checkpoint whole and no temp file behind."""
     payload = {
-        "epoch": state.epoch, "best_acc": state.best_acc, "best_epoch": state.best_epoch,
+        "epoch": state.epoch, "best": state.best, "best_epoch": state.best_epoch,
         "model": state.model.state_dict(), "opt": state.opt.state_dict(),
         "sched": state.sched.state_dict() if state.sched is not None else None,
         "history": state.history, "rng": rng_state(),
@@ -66,7 +66,7 @@ def load(path: Path, state: State) -> State:
     state.opt.load_state_dict(payload["opt"])
     if state.sched is not None and payload["sched"] is not None:
         state.sched.load_state_dict(payload["sched"])
-    state.epoch, state.best_acc, state.best_epoch = payload["epoch"], payload["best_acc"], payload["best_epoch"]
+    state.epoch, state.best, state.best_epoch = payload["epoch"], payload["best"], payload["best_epoch"]
     state.history = list(payload["history"])
     set_rng_state(payload["rng"])
     for k, g in state.streams.items():

@@ -11,6 +11,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from ablate import schema
 from ablate.errors import ConfigError, from_hydra
 
 __all__ = ["ConfigError", "compose", "fingerprint", "flatten", "name_options", "validate"]
@@ -26,7 +27,7 @@ NON_RESULT_KEYS = ("tracking", "report", "force", "progress", "device", "design"
 NORMS = ("none", "bn_before_relu", "bn_after_relu")  # what the block-list builder knows
 # Config groups whose option is logged by name (`model=my_net`): an option without
 # a `name` key is named after its file.
-GROUPS = ("model", "norm", "augmentation", "optimizer", "scheduler", "data")
+GROUPS = ("model", "norm", "augmentation", "optimizer", "scheduler", "data", "task")
 
 
 def is_non_result(key: str) -> bool:
@@ -155,6 +156,7 @@ def _check(ok: bool, key: str, allowed: str, value) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first bad value, before any data, run or training.
     The model itself is checked against the data later (model.check_model)."""
+    schema.check_keys(cfg)
     t = cfg.train
     _check(isinstance(cfg.seed, int), "seed", "must be an integer", cfg.seed)
     for source, value in (cfg.get("seeds") or {}).items():
@@ -186,7 +188,17 @@ def validate(cfg: DictConfig) -> None:
         if supported is not None:
             _check(cfg.norm.name in supported, "norm",
                    f"model '{m.name}' takes only {', '.join(supported)}", cfg.norm.name)
+    _check(cfg.task.kind in ("classification", "regression", "sequence"), "task.kind",
+           "must be classification, regression or sequence", cfg.task.kind)
+    o = cfg.objective
+    _check(o.goal in (None, "max", "min"), "objective.goal", "must be null, max or min", o.goal)
+    _check(o.select in ("final", "best"), "objective.select", "must be final or best", o.select)
     d = cfg.data
+    for key in ("download", "standardize"):
+        _check(isinstance(d.get(key, True), bool), f"data.{key}", "must be true or false", d.get(key))
+    for key in ("num_classes", "features", "seq_len", "vocab_size", "targets"):
+        _check(d.get(key) is None or (isinstance(d[key], int) and d[key] >= 1), f"data.{key}",
+               "must be null or an integer >= 1", d.get(key))
     sub = d.train_subset
     _check(sub is None or (isinstance(sub, int) and sub >= 1), "data.train_subset",
            "must be null or an integer >= 1", sub)

@@ -1,8 +1,18 @@
-"""Data: any torchvision-style classification set. A data option names the class with
-`_target_`; ablate builds it as `(root, train=..., download=...)`, reads and checks
-every (image, label) item once, and holds the whole set as normalised tensors on the
-training device. A set larger than `data.memory_limit_mb` streams through a DataLoader
-instead, through the same engine."""
+"""Data: any data set of (input, target) items. A data option names a torchvision-style
+class with `_target_`, which ablate builds as `(root, train=..., download=...)`, or gives
+its splits as `train` and `test` nodes, each with its own `_target_`. Every item is
+read and checked once, and the whole set is held as tensors on the training device.
+A set larger than `data.memory_limit_mb` streams through a DataLoader instead, through
+the same engine.
+
+    input x                                         target y
+    image [C, H, W]: PIL, HxWxC array, CxHxW tensor  class index: an int
+    features [F]: a 1-D float tensor or array       float or float vector [K] (regression)
+    tokens [T]: a 1-D integer tensor (int64)        token ids [T] (sequence)
+
+Images are normalised per channel, features standardised per feature from the
+training split (`data.standardize`), token ids are used as they are.
+"""
 from __future__ import annotations
 
 import gzip
@@ -19,6 +29,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import ListConfig, OmegaConf, open_dict
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import MNIST, VisionDataset
 from torchvision.datasets.mnist import read_image_file, read_label_file
@@ -33,45 +44,90 @@ log = logging.getLogger(__name__)
 # ablate's own keys in the data node (config.yaml gives their defaults); every other
 # key is an argument of the `_target_` class.
 RESERVED = ("name", "root", "download", "archives", "train_subset", "mean", "std", "channels", "height",
-            "width", "num_classes", "memory_limit_mb", "num_workers")
-# Filled in from the data set when the config leaves them null.
-DERIVED = ("channels", "height", "width", "num_classes", "mean", "std")
+            "width", "num_classes", "memory_limit_mb", "num_workers", "standardize", "features", "seq_len",
+            "vocab_size", "targets", "train", "test")
+# Filled in from the data set when the config leaves them null (those that apply to it).
+DERIVED = ("channels", "height", "width", "num_classes", "mean", "std", "features", "seq_len", "vocab_size",
+           "targets")
+IMAGE_ONLY = ("channels", "height", "width", "mean", "std")
+# What a task needs of the targets: class indices, floats, token ids.
+TARGETS_OF = {"classification": "class", "regression": "float", "sequence": "tokens"}
 
 
 # ----------------------------------------------------------------------------- reading
 
 @dataclass
 class Split:
-    """One split as read from disk, on the CPU: images [N, C, H, W] (uint8 pixels, or
-    floats used as they are) and int64 labels; or, for a set too big to hold, the data
-    set itself, with its labels when it lists them (`.targets`)."""
-    images: torch.Tensor | None
-    labels: torch.Tensor | None
+    """One split as read from disk, on the CPU: inputs [N, ...] (uint8 pixels, floats
+    used as they are, or int64 token ids) and targets ([N] int64 classes, [N, K]
+    float32, or [N, T] int64 tokens); or, for a set too big to hold, the data set
+    itself, with its class labels when it lists them (`.targets`)."""
+    inputs: torch.Tensor | None
+    targets: torch.Tensor | None
     dataset: Dataset
-    shape: tuple[int, int, int]
-    source: str  # what to name in an error: a file, or the class and root
+    shape: tuple[int, ...]  # one input's
+    kind: str               # image | features | tokens
+    target_kind: str        # class | float | tokens
+    source: str             # what to name in an error: a file, or the class and root
 
     def __len__(self) -> int:
-        return len(self.dataset) if self.images is None else len(self.images)
+        return len(self.dataset) if self.inputs is None else len(self.inputs)
 
 
-def _pair(item, i: int, where: str) -> tuple[torch.Tensor, int]:
-    """An (image, label) item as a [C, H, W] tensor and an int; one line if it is not one."""
-    if not (isinstance(item, (tuple, list)) and len(item) == 2):
-        raise DataError(f"{where}: item {i} is a {type(item).__name__}, not an (image, label) pair. "
-                        f"Make the data set's __getitem__ return (image, label).")
-    image, label = item
+def _input(x, i: int, where: str) -> tuple[torch.Tensor, str]:
+    """An input as a tensor and its kind: a 1-D float vector is features, a 1-D integer
+    one token ids; anything else is an image (PIL, HxW(xC) array, (C)xHxW tensor)."""
+    if isinstance(x, np.ndarray) and x.ndim == 1:
+        x = torch.from_numpy(x)
+    if isinstance(x, torch.Tensor) and x.ndim == 1:
+        if x.dtype.is_floating_point:
+            return x, "features"
+        if x.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+            return x.long(), "tokens"
     try:
-        image = to_image(image).as_subclass(torch.Tensor)  # PIL, HWC ndarray or CHW tensor -> CHW tensor
+        if not isinstance(x, (torch.Tensor, np.ndarray, Image.Image)) or getattr(x, "ndim", 2) not in (2, 3):
+            raise TypeError(f"a {type(x).__name__}" + (f" of {x.ndim} dimensions" if hasattr(x, "ndim") else ""))
+        return to_image(x).as_subclass(torch.Tensor), "image"  # -> CHW tensor
     except Exception as exc:
-        raise DataError(f"{where}: the image of item {i} is a {type(image).__name__}, which is not an image "
-                        f"({one_line(exc)}). Return a PIL image, an HxWxC array or a CxHxW tensor.") from None
-    if isinstance(label, torch.Tensor) and label.numel() == 1:
-        label = label.item()
-    if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
-        raise DataError(f"{where}: the label of item {i} is {label!r}, not a class index. "
-                        f"Return an int label (0 .. classes-1).")
-    return image, int(label)
+        raise DataError(f"{where}: the input of item {i} is a {type(x).__name__}, which ablate cannot train on "
+                        f"({one_line(exc)}). Return an image (PIL, HxWxC array, CxHxW tensor), a 1-D float "
+                        f"tensor of features or a 1-D int64 tensor of token ids.") from None
+
+
+def _target(y, i: int, where: str) -> tuple[torch.Tensor | int, str]:
+    """A target and its kind: an int is a class index, a float or float vector a
+    regression target, a 1-D integer tensor token ids."""
+    if isinstance(y, np.ndarray):
+        y = torch.from_numpy(y)
+    if isinstance(y, torch.Tensor) and y.ndim == 0:
+        y = y.item()
+    if isinstance(y, (bool, np.bool_)):
+        raise DataError(f"{where}: the target of item {i} is a bool. Return an int class index (0 .. classes-1) "
+                        f"or a float.")
+    if isinstance(y, (int, np.integer)):
+        return int(y), "class"
+    if isinstance(y, (float, np.floating)):
+        return torch.tensor([float(y)]), "float"
+    if isinstance(y, torch.Tensor) and y.ndim == 1:
+        return (y.float(), "float") if y.dtype.is_floating_point else (y.long(), "tokens")
+    raise DataError(f"{where}: the target of item {i} is {type(y).__name__} {y!r:.60}, which ablate cannot train "
+                    f"on. Return an int class index, a float or 1-D float tensor (regression), or a 1-D int64 "
+                    f"tensor of token ids (sequence).")
+
+
+def _pair(item, i: int, where: str) -> tuple[torch.Tensor, torch.Tensor | int]:
+    """An (input, target) item as tensors (a class index stays an int); one line if it is not one."""
+    if not (isinstance(item, (tuple, list)) and len(item) == 2):
+        raise DataError(f"{where}: item {i} is a {type(item).__name__}, not an (input, target) pair. "
+                        f"Make the data set's __getitem__ return (input, target).")
+    return _input(item[0], i, where)[0], _target(item[1], i, where)[0]
+
+
+def _kinds(item, where: str) -> tuple[torch.Tensor, str, str]:
+    """Item 0's input tensor, input kind and target kind."""
+    _pair(item, 0, where)
+    x, kind = _input(item[0], 0, where)
+    return x, kind, _target(item[1], 0, where)[1]
 
 
 def _arrays(ds) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -94,18 +150,25 @@ def _arrays(ds) -> tuple[torch.Tensor, torch.Tensor] | None:
     return x.contiguous(), y
 
 
-def _items(ds, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _items(ds, where: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Every item through __getitem__, checked and stacked."""
-    images, labels = [], []
-    for i in tqdm(range(len(ds)), desc=f"reading {where}", disable=len(ds) < 20_000, leave=False):
-        image, label = _pair(ds[i], i, where)
-        if images and (image.shape != images[0].shape or image.dtype != images[0].dtype):
-            raise DataError(f"{where}: item {i} is a {tuple(image.shape)} {image.dtype} image, item 0 a "
-                            f"{tuple(images[0].shape)} {images[0].dtype} one. ablate stacks a split into one "
-                            f"tensor: give every image the same shape and type.")
-        images.append(image)
-        labels.append(label)
-    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+    inputs, targets = [], []
+    for i in tqdm(range(len(ds)), desc=f"reading {where}", disable=not progress or len(ds) < 20_000, leave=False):
+        x, y = _pair(ds[i], i, where)
+        if inputs and (x.shape != inputs[0].shape or x.dtype != inputs[0].dtype):
+            raise DataError(f"{where}: the input of item {i} is {tuple(x.shape)} {x.dtype}, item 0's "
+                            f"{tuple(inputs[0].shape)} {inputs[0].dtype}. ablate stacks a split into one "
+                            f"tensor: give every input the same shape and type (pad sequences to one length).")
+        if targets and isinstance(y, torch.Tensor) and y.shape != targets[0].shape:
+            raise DataError(f"{where}: the target of item {i} has shape {tuple(y.shape)}, item 0's "
+                            f"{tuple(targets[0].shape)}. Give every target the same shape.")
+        if targets and isinstance(y, int) != isinstance(targets[0], int):
+            raise DataError(f"{where}: the target of item {i} is a {type(y).__name__}, item 0's a "
+                            f"{type(targets[0]).__name__}. Give every target one kind.")
+        inputs.append(x)
+        targets.append(y)
+    y = torch.tensor(targets, dtype=torch.int64) if isinstance(targets[0], int) else torch.stack(targets)
+    return torch.stack(inputs), y
 
 
 def _writable(path: Path) -> bool:
@@ -168,36 +231,54 @@ def _diagnose(cls, root: str, name: str, exc: Exception, download: bool) -> Data
 
 
 def _build(d, train: bool) -> tuple[Dataset, str]:
-    """The data set of one split, as its option describes it."""
-    node = {k: v for k, v in OmegaConf.to_container(d, resolve=True).items() if k not in RESERVED}
-    target = node.get("_target_")
-    if not target:
-        raise ConfigError(f"data={d.name}: no _target_. Name a torchvision-style data set class in the "
-                          f"data option, e.g. `_target_: torchvision.datasets.KMNIST`.")
-    cls = locate(target)  # None for nothing importable: instantiate says why
-    root = str(Path(d.root).expanduser().resolve())
-    if d.get("archives") and _mnist_like(cls):
-        root = _from_archives(cls, root, d.archives)
-    try:
-        ds = instantiate({"_convert_": "all", **node}, root=root, train=train, download=d.download)
-    except Exception as exc:
-        cause = exc.__cause__ or exc
-        if not isinstance(cls, type) or isinstance(cause, TypeError):
-            raise ConfigError(f"data={d.name}: cannot build {target}: {instantiate_error(exc)}. Fix data._target_ (an "
-                              f"importable data set class taking (root, train=..., download=...)) or its "
-                              f"arguments.") from None
-        raise _diagnose(cls, root, d.name, cause, d.download) from None
+    """The data set of one split, as its option describes it: the `train` or `test`
+    node's `_target_` called with that node's arguments, or the option's own
+    `_target_` called as (root, train=..., download=...)."""
+    split = "train" if train else "test"
+    own = d.get(split)
+    if own is not None or d.get("train" if not train else "test") is not None:
+        if not (own is not None and "_target_" in own):
+            raise ConfigError(f"data={d.name}: data.{split} has no _target_. Give both splits as nodes with "
+                              f"their own _target_ (data.train and data.test), or neither.")
+        node = OmegaConf.to_container(own, resolve=True)
+        try:
+            ds = instantiate({"_convert_": "all", **node})
+        except Exception as exc:
+            raise ConfigError(f"data={d.name}: cannot build data.{split} ({node['_target_']}): "
+                              f"{instantiate_error(exc)}. Fix data.{split}._target_ or its arguments.") from None
+        target, source = node["_target_"], f"data.{split} ({node['_target_']})"
+    else:
+        node = {k: v for k, v in OmegaConf.to_container(d, resolve=True).items() if k not in RESERVED}
+        target = node.get("_target_")
+        if not target:
+            raise ConfigError(f"data={d.name}: no _target_. Name a torchvision-style data set class in the "
+                              f"data option (`_target_: torchvision.datasets.KMNIST`), or give data.train and "
+                              f"data.test nodes, each with its own _target_.")
+        cls = locate(target)  # None for nothing importable: instantiate says why
+        root = str(Path(d.root).expanduser().resolve())
+        if d.get("archives") and _mnist_like(cls):
+            root = _from_archives(cls, root, d.archives)
+        try:
+            ds = instantiate({"_convert_": "all", **node}, root=root, train=train, download=d.download)
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            if not isinstance(cls, type) or isinstance(cause, TypeError):
+                raise ConfigError(f"data={d.name}: cannot build {target}: {instantiate_error(exc)}. Fix "
+                                  f"data._target_ (an importable data set class taking (root, train=..., "
+                                  f"download=...)) or its arguments.") from None
+            raise _diagnose(cls, root, d.name, cause, d.download) from None
+        source = f"{target}(root={root}, train={train})"
+        if _mnist_like(cls):  # name the file a label error is about
+            source = str(Path(root) / cls.__name__ / "raw" / f"{'train' if train else 't10k'}-labels-idx1-ubyte")
     if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
         raise ConfigError(f"data={d.name}: {target} gave a {type(ds).__name__}, which is not a data set "
-                          f"(no __getitem__ and __len__). Point data._target_ at a torch Dataset class.")
-    source = f"{target}(root={root}, train={train})"
-    if _mnist_like(cls):  # name the file a label error is about
-        source = str(Path(root) / cls.__name__ / "raw" / f"{'train' if train else 't10k'}-labels-idx1-ubyte")
+                          f"(no __getitem__ and __len__). Point it at a torch Dataset class or a function "
+                          f"that returns one.")
     return ds, source
 
 
 @lru_cache(maxsize=4)
-def _read(key: str) -> tuple[Split, Split]:
+def _read(key: str, progress: bool = True) -> tuple[Split, Split]:
     d = OmegaConf.create(key)
     limit = d.memory_limit_mb * 2**20
     splits, size = [], 0
@@ -206,18 +287,21 @@ def _read(key: str) -> tuple[Split, Split]:
         where = f"data={d.name} ({'train' if train else 'test'} split)"
         if len(ds) == 0:
             raise DataError(f"{where}: the data set is empty ({source}). Check data.root and its files.")
-        image, _ = _pair(ds[0], 0, where)
-        size += len(ds) * image.numel() * 4  # as float32 on the device
-        split = Split(None, getattr(ds, "targets", None), ds, tuple(image.shape), source)
-        if split.labels is not None:
-            split.labels = torch.as_tensor(split.labels, dtype=torch.int64)
-            if len(split.labels) != len(ds):
-                raise DataError(f"{where}: {len(ds)} images but {len(split.labels)} labels in {source}. "
+        x, kind, target_kind = _kinds(ds[0], where)
+        size += len(ds) * x.numel() * 4  # as float32 on the device
+        labels = getattr(ds, "targets", None) if target_kind == "class" else None
+        split = Split(None, labels, ds, tuple(x.shape), kind, target_kind, source)
+        if split.targets is not None:
+            split.targets = torch.as_tensor(split.targets, dtype=torch.int64)
+            if len(split.targets) != len(ds):
+                noun = "images" if kind == "image" else "inputs"
+                raise DataError(f"{where}: {len(ds)} {noun} but {len(split.targets)} labels in {source}. "
                                 f"The files do not belong together: replace them with a matching pair.")
         splits.append((split, ds, where))
     for split, ds, where in splits:
         if size <= limit:
-            split.images, split.labels = _arrays(ds) or _items(ds, where)
+            split.inputs, split.targets = (_arrays(ds) if split.kind == "image" else None) or \
+                _items(ds, where, progress)
     train, test = (s for s, _, _ in splits)
     if size > limit:
         log.info(f"data={d.name}: {size / 2**20:,.0f} MB as float32 is over data.memory_limit_mb="
@@ -229,9 +313,14 @@ def _key(d) -> str:
     """The part of the data node that decides what is read: a cache key."""
     node = OmegaConf.to_container(d, resolve=True)
     node["root"] = str(Path(node["root"]).expanduser().resolve())
-    for k in (*DERIVED, "train_subset", "num_workers"):
+    for k in (*DERIVED, "train_subset", "num_workers", "standardize"):
         node.pop(k, None)
     return OmegaConf.to_yaml(node)
+
+
+def splits(cfg) -> tuple[Split, Split]:
+    """The config's two splits as read (cached per process)."""
+    return _read(_key(cfg.data), bool(cfg.get("progress", True)))
 
 
 # ----------------------------------------------------------------------------- checking
@@ -242,10 +331,23 @@ def _classes(d, train: Split) -> int:
     listed = getattr(train.dataset, "classes", None)
     if isinstance(listed, (list, tuple)) and len(listed) > 1:
         return len(listed)
-    if train.labels is None:
+    if train.targets is None:
         raise ConfigError(f"data={d.name}: the class count cannot be read off a streamed set without "
                           f".classes or .targets. Set it with `data.num_classes=<n>`.")
-    return int(train.labels.max()) + 1
+    return int(train.targets.max()) + 1
+
+
+def _vocab(d, train: Split, test: Split) -> int:
+    if d.get("vocab_size") is not None:
+        return int(d.vocab_size)
+    listed = getattr(train.dataset, "vocab_size", None)
+    if isinstance(listed, int) and listed > 0:
+        return listed
+    if train.inputs is None:
+        raise ConfigError(f"data={d.name}: the vocabulary size cannot be read off a streamed set. "
+                          f"Set it with `data.vocab_size=<n>`, or give the data set a vocab_size attribute.")
+    ids = [t for s in (train, test) for t in (s.inputs, s.targets) if t is not None and not t.is_floating_point()]
+    return int(max(int(t.max()) for t in ids)) + 1
 
 
 def _floats(value) -> list[float]:
@@ -263,13 +365,13 @@ def _stats(d, train: Split) -> tuple[list[float], list[float]]:
             raise ConfigError(f"data.mean={d.mean} / data.std={d.std} is invalid: need one value (or {c}, one "
                               f"per channel) each, std > 0. Fix it, or set both to null to compute them.")
         return mean, std
-    if train.images is None:
+    if train.inputs is None:
         raise ConfigError(f"data={d.name} streams, so its mean and std are not computed. "
                           f"Set them with `data.mean=[...] data.std=[...]` (pixel units, per channel).")
     s, sq, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
-    for chunk in train.images.split(4096):
+    for chunk in train.inputs.split(4096):
         x = chunk.to(torch.float64).transpose(0, 1).reshape(c, -1)
-        if train.images.dtype == torch.uint8:
+        if train.inputs.dtype == torch.uint8:
             x /= 255.0
         s, sq, n = s + x.sum(1), sq + x.square().sum(1), n + x.shape[1]
     mean = s / n
@@ -277,37 +379,90 @@ def _stats(d, train: Split) -> tuple[list[float], list[float]]:
     return [round(v, 4) for v in mean.tolist()], [round(max(v, 1e-4), 4) for v in std.tolist()]
 
 
+def _agree(d, key: str, value) -> None:
+    if d.get(key) is not None and d[key] != value:
+        raise ConfigError(f"data.{key}={d[key]} is invalid: data={d.name} has {value}. Fix it with "
+                          f"`data.{key}={value}`, or null to read it from the data.")
+
+
 def check(cfg) -> int:
-    """Read the data (once per process), check it, and fill the config's derived keys
-    (channels, height, width, num_classes, mean, std) in place where they are null.
-    Every problem is one line, raised before any run exists. Returns the train size."""
-    d = cfg.data
-    train, test = _read(_key(d))
-    c, h, w = train.shape
-    if test.shape != train.shape:
-        raise DataError(f"data={d.name}: test images are {test.shape}, training images {train.shape}. "
-                        f"Both splits must have one image shape.")
-    for key, value in zip(("channels", "height", "width"), (c, h, w), strict=True):
-        if d.get(key) is not None and d[key] != value:
-            raise ConfigError(f"data.{key}={d[key]} is invalid: the images of data={d.name} are {c}x{h}x{w}. "
-                              f"Fix it with `data.{key}={value}`, or null to read it from the data.")
-    classes = _classes(d, train)
-    for split in (train, test):
-        if split.labels is None:
-            continue
-        bad = ((split.labels < 0) | (split.labels >= classes)).nonzero()
-        if len(bad):
-            i = int(bad[0])
-            raise DataError(f"data={d.name}: label {int(split.labels[i])} of item {i} in {split.source} is "
-                            f"outside the {classes} classes (0..{classes - 1}). Fix the labels (a corrupt file?) "
-                            f"or the class count: `data.num_classes=<n>`.")
+    """Read the data (once per process), check it against the task, and fill the
+    config's derived keys in place where they are null: for images channels, height,
+    width, mean and std; features; seq_len and vocab_size for tokens; num_classes
+    for class targets; targets (the regression outputs). Every problem is one line,
+    raised before any run exists. Returns the train size."""
+    d, kind = cfg.data, cfg.task.kind
+    train, test = splits(cfg)
+    if (test.shape, test.kind, test.target_kind) != (train.shape, train.kind, train.target_kind):
+        raise DataError(f"data={d.name}: the test split gives {test.kind} {test.shape} inputs and {test.target_kind} "
+                        f"targets, the training split {train.kind} {train.shape} and {train.target_kind}. Both "
+                        f"splits must give one kind and shape.")
+    noun = "images" if train.kind == "image" else "samples"
+    need = TARGETS_OF.get(kind)
+    if need is not None and train.target_kind != need:
+        fits = {v: k for k, v in TARGETS_OF.items()}[train.target_kind]
+        raise ConfigError(f"task={cfg.task.name} needs {need} targets, but data={d.name} gives {train.target_kind} "
+                          f"targets. Choose `task={fits}`, or make the data set return {need} targets.")
+    derived = {}
+    if train.kind == "image":
+        c, h, w = train.shape
+        for key, value in zip(("channels", "height", "width"), (c, h, w), strict=True):
+            _agree(d, key, value)
+        derived.update(channels=c, height=h, width=w)
+    else:
+        given = [k for k in IMAGE_ONLY if d.get(k) is not None]
+        if given:
+            raise ConfigError(f"data.{given[0]} applies to images, and data={d.name} gives {train.kind}. "
+                              f"Remove it (set it to null).")
+        aug = [k for k, v in cfg.augmentation.items() if k != "name" and v is not None]
+        if aug:
+            raise ConfigError(f"augmentation={cfg.augmentation.name} ({', '.join(aug)}) transforms images, and "
+                              f"data={d.name} gives {train.kind}. Use `augmentation=none`.")
+        if train.kind == "features":
+            _agree(d, "features", train.shape[0])
+            derived["features"] = train.shape[0]
+        else:
+            _agree(d, "seq_len", train.shape[0])
+            derived["seq_len"] = train.shape[0]
+    if train.kind == "tokens" or train.target_kind == "tokens":
+        vocab = _vocab(d, train, test)
+        derived["vocab_size"] = vocab
+        for split in (train, test):
+            for what, t in (("input", split.inputs), ("target", split.targets)):
+                if t is None or t.is_floating_point():
+                    continue
+                ignore = cfg.task.get("ignore_index") if what == "target" else None
+                bad = ((t < 0) | (t >= vocab)) & (t != ignore if ignore is not None else True)
+                if bad.any():
+                    i = int(bad.nonzero()[0][0])
+                    raise DataError(f"data={d.name}: a {what} token id of item {i} in {split.source} is "
+                                    f"{int(t[i][bad[i]][0])}, outside the vocabulary (0..{vocab - 1}). Fix the "
+                                    f"ids or `data.vocab_size=<n>`.")
+    if train.target_kind == "class":
+        classes = _classes(d, train)
+        derived["num_classes"] = classes
+        for split in (train, test):
+            if split.targets is None:
+                continue
+            bad = ((split.targets < 0) | (split.targets >= classes)).nonzero()
+            if len(bad):
+                i = int(bad[0])
+                raise DataError(f"data={d.name}: label {int(split.targets[i])} of item {i} in {split.source} is "
+                                f"outside the {classes} classes (0..{classes - 1}). Fix the labels (a corrupt "
+                                f"file?) or the class count: `data.num_classes=<n>`.")
+    elif train.target_kind == "float":
+        _agree(d, "targets", train.targets.shape[1] if train.targets is not None else None)
+        derived["targets"] = int(train.targets.shape[1]) if train.targets is not None else d.get("targets")
+        if train.targets is not None and not torch.isfinite(train.targets).all():
+            raise DataError(f"data={d.name}: the training targets hold NaN or inf. Fix or drop those samples.")
     n, sub = len(train), d.train_subset
     if sub is not None and sub > n:
         raise ConfigError(f"data.train_subset={sub} is invalid: the {d.name} training set "
-                          f"has only {n} images. Fix it with `data.train_subset=<1..{n}>`.")
-    mean, std = _stats(d, train)
+                          f"has only {n} {noun}. Fix it with `data.train_subset=<1..{n}>`.")
+    if train.kind == "image":
+        derived["mean"], derived["std"] = _stats(d, train)
     with open_dict(d):
-        for key, value in zip(DERIVED, (c, h, w, classes, mean, std), strict=True):
+        for key, value in derived.items():
             if d.get(key) is None:
                 d[key] = value
     return n
@@ -316,7 +471,7 @@ def check(cfg) -> int:
 # ----------------------------------------------------------------------------- on the device
 
 class Tensors:
-    """A split held on the training device as normalised float tensors; batches are
+    """A split held on the training device as float (or token id) tensors; batches are
     cut by index, with no DataLoader and no per-sample work."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
@@ -338,7 +493,7 @@ class Tensors:
 
 
 class _Items(Dataset):
-    """A data set's items as (CHW tensor, int) for the DataLoader."""
+    """A data set's items as (tensor, target) for the DataLoader."""
 
     def __init__(self, ds: Dataset, where: str, n: int):
         self.ds, self.where, self.n = ds, where, n
@@ -355,7 +510,7 @@ class Stream:
     The shuffle order is drawn from torch's seeded generator, so a seed repeats it."""
 
     def __init__(self, split: Split, n: int, normalise, device: torch.device, num_workers: int,
-                 classes: int, name: str):
+                 classes: int | None, name: str):
         self.items = _Items(split.dataset, f"data={name}", n)
         self.normalise, self.device, self.workers = normalise, device, num_workers
         self.classes, self.name = classes, name
@@ -372,7 +527,7 @@ class Stream:
         loader = DataLoader(self.items, batch_size, shuffle=shuffle, generator=gen, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda")
         for x, y in loader:
-            if int(y.max()) >= self.classes or int(y.min()) < 0:  # a streamed set is checked as it comes
+            if self.classes is not None and (int(y.max()) >= self.classes or int(y.min()) < 0):
                 raise DataError(f"data={self.name}: a label in this batch is outside the {self.classes} "
                                 f"classes: fix the labels or set `data.num_classes=<n>`.")
             yield self.normalise(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
@@ -382,18 +537,28 @@ class Stream:
 class Data:
     train: Tensors | Stream
     test: Tensors | Stream
-    mean: list[float]  # per channel, pixel units, as the config gives them
-    std: list[float]
+    kind: str                 # image | features | tokens
+    mean: list[float] | None  # images: per channel, pixel units, as the config gives them
+    std: list[float] | None
 
 
-def load(cfg, device: torch.device) -> Data:
-    """The checked set on `device`, normalised with the per-channel mean and std."""
-    check(cfg)
+def _normaliser(cfg, train: Split, device: torch.device):
+    """The function that turns a batch of raw inputs into what the model takes."""
     d = cfg.data
-    train, test = _read(_key(d))
-    mean, std = _floats(d.mean), _floats(d.std)
-    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    if train.kind == "tokens":
+        return lambda x: x.to(device, torch.int64)
+    if train.kind == "features":
+        if not d.get("standardize", True):
+            return lambda x: x.to(device, torch.float32, copy=True).contiguous()
+        if train.inputs is None:
+            raise ConfigError(f"data={d.name} streams, so its features are not standardised. Set "
+                              f"data.standardize=false (and scale them in the data set).")
+        x = train.inputs[:d.train_subset].double() if d.train_subset else train.inputs.double()
+        mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-8)  # from the training split only
+        m, s = mean.float().to(device), std.float().to(device)
+        return lambda x: x.to(device, torch.float32, copy=True).sub_(m).div_(s).contiguous()
+    m = torch.tensor(_floats(d.mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(_floats(d.std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
     def normalise(x: torch.Tensor) -> torch.Tensor:
         pixels = x.dtype == torch.uint8
@@ -401,11 +566,24 @@ def load(cfg, device: torch.device) -> Data:
         if pixels:
             x.div_(255.0)
         return x.sub_(m).div_(s).contiguous()
+    return normalise
+
+
+def load(cfg, device: torch.device) -> Data:
+    """The checked set on `device`: images normalised with the per-channel mean and
+    std, features standardised, token ids as they are."""
+    check(cfg)
+    d = cfg.data
+    train, test = splits(cfg)
+    normalise = _normaliser(cfg, train, device)
+    classes = d.get("num_classes") if train.target_kind == "class" else None
 
     def place(split: Split, n: int):
-        if split.images is None:
-            return Stream(split, n, normalise, device, d.num_workers, d.num_classes, d.name)
-        return Tensors(normalise(split.images[:n]), split.labels[:n].to(device))
+        if split.inputs is None:
+            return Stream(split, n, normalise, device, d.num_workers, classes, d.name)
+        return Tensors(normalise(split.inputs[:n]), split.targets[:n].to(device))
 
     n_train = len(train) if d.train_subset is None else d.train_subset
-    return Data(place(train, n_train), place(test, len(test)), mean, std)
+    image = train.kind == "image"
+    return Data(place(train, n_train), place(test, len(test)), train.kind,
+                _floats(d.mean) if image else None, _floats(d.std) if image else None)

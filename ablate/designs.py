@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -210,11 +210,69 @@ def check(design: Design, compose, fingerprint) -> None:
                               f"its effect would be seed noise. Fix its overrides.")
 
 
-def to_json(design: Design, job_arms: list[Arm], fingerprints: list[str]) -> str:
-    """The design and which arm each job's fingerprint belongs to, for the parent run:
-    the report rebuilds the study from this and the runs, whichever sweep trained them."""
+def to_json(design: Design, job_arms: list[Arm], fingerprints: list[str], objective=None) -> str:
+    """The design, which arm each job's fingerprint belongs to, and the objective
+    (ablate.metrics.Objective) its jobs are scored by, for the parent run: the report
+    rebuilds the study from this and the runs, whichever sweep trained them."""
     arm_of = {fp: arm.name for arm, fp in zip(job_arms, fingerprints, strict=True)}
-    return json.dumps({**design.spec(), "arms": [a.name for a in arms(design)], "fingerprints": arm_of})
+    spec = {**design.spec(), "arms": [a.name for a in arms(design)], "fingerprints": arm_of}
+    if objective is not None:
+        spec["objective"] = asdict(objective)
+    return json.dumps(spec)
+
+
+@dataclass
+class SeedPolicy:
+    """Adaptive seeds (ablate.adaptive): `min` seeds for every arm, then more for the
+    comparisons still open, up to `max`. Here, not in ablate.adaptive, so that a plan
+    can hold one without designs importing adaptive (which imports designs)."""
+    min: int = 3
+    max: int = 3
+    until: str = "decisive"  # decisive: the interval excludes 0, or is narrow enough; precise: narrow enough
+    halfwidth: float = 0.05  # in the metric's own units (percentage points for an accuracy in %)
+    metric: str | None = None  # the summary metric that decides; None: the objective's (for_objective)
+
+    @classmethod
+    def from_config(cls, node) -> SeedPolicy:
+        node = dict(node or {})
+        unknown = set(node) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise DesignError(f"hydra.sweeper.seeds has unknown key(s) {', '.join(sorted(unknown))}: use min, max, "
+                              f"until, halfwidth, metric.")
+        policy = cls(**node)
+        if policy.max < policy.min:
+            policy.max = policy.min  # `seeds: {min: 5}` alone means five seeds, no adapting
+        if not (isinstance(policy.min, int) and policy.min >= 2):
+            raise DesignError(f"hydra.sweeper.seeds.min={policy.min!r} is invalid: an interval needs at least 2 "
+                              f"seeds. Fix it with `hydra.sweeper.seeds.min=3`.")
+        if policy.until not in ("decisive", "precise"):
+            raise DesignError(f"hydra.sweeper.seeds.until={policy.until!r} is invalid: must be decisive or precise.")
+        if not policy.halfwidth > 0:
+            raise DesignError(f"hydra.sweeper.seeds.halfwidth={policy.halfwidth!r} is invalid: must be > 0 (in the "
+                              f"objective's units).")
+        return policy
+
+    def for_objective(self, objective) -> SeedPolicy:
+        """The policy deciding on the objective (ablate.metrics.Objective): its summary
+        metric unless `metric` names the same metric's other selection. Another metric
+        is refused: its direction and range would not be the objective's."""
+        if self.metric is None:
+            return replace(self, metric=objective.column)
+        if self.metric not in (objective.column, objective.other):
+            raise DesignError(f"hydra.sweeper.seeds.metric={self.metric}: the study's objective is "
+                              f"{objective.describe()}, so the seeds decide on {objective.column} (or "
+                              f"{objective.other}). Drop the key, or choose the metric with objective.metric.")
+        return self
+
+    @property
+    def looks(self) -> int:
+        """How many times a comparison's interval may be looked at: at min, min+1, ..., max seeds."""
+        return self.max - self.min + 1
+
+    @property
+    def level(self) -> float:
+        from ablate.stats import ALPHA  # scipy: only for an adaptive study
+        return 1 - ALPHA / self.looks
 
 
 @dataclass
@@ -225,7 +283,7 @@ class Plan:
     swept: list[str]
     design: Design | None = None
     arms: list[Arm] = field(default_factory=list)
-    policy: object = None           # adaptive.SeedPolicy: seeds chosen round by round (None: from the command line)
+    policy: SeedPolicy | None = None  # seeds chosen round by round (None: from the command line)
     race: bool = False              # greedy_path: drop clearly worse candidates early
     other: list[str] = field(default_factory=list)  # an adaptive study's fixed command-line overrides
 
@@ -267,7 +325,6 @@ def plan(sweeper_cfg, task_overrides: list[str]) -> Plan:
     if not seeds:
         jobs = expand(design, grid)
         return Plan([overrides for _, overrides in jobs], names, design, [arm for arm, _ in jobs])
-    from ablate.adaptive import SeedPolicy
     policy = SeedPolicy.from_config(OmegaConf.to_container(seeds) if isinstance(seeds, DictConfig) else seeds)
     fixed = [k for k in swept if k != "seed"] if design.kind != "grid" else []
     if any(key_of(o) == "seed" for g in grid for o in g) or fixed:

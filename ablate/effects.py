@@ -10,7 +10,11 @@
 Every effect gets a t-interval and a bootstrap interval over seeds, a p-value from
 the paired t-test, and Holm's adjustment across the design's effects. An effect
 "stands clear of seed noise" when its Holm-adjusted p < 0.05 and its bootstrap
-interval excludes zero. Failed arms are kept: their seeds and errors are counted."""
+interval excludes zero; whether it is an improvement or a worsening is the objective's
+call (ablate.metrics.Objective: an effect b - a improves when higher is better and it is
+positive, or lower is better and it is negative). Effects and arms are computed on the
+objective's column (final or best test value of its metric) and its other selection
+beside. Failed arms are kept: their seeds and errors are counted."""
 from __future__ import annotations
 
 import itertools
@@ -23,9 +27,21 @@ import pandas as pd
 from ablate import stats, tracking
 from ablate.config import is_seed, is_setting
 from ablate.designs import BASELINE, Design, arms
+from ablate.metrics import Objective
 
-METRICS = ("final_test_acc", "best_test_acc")
-HEADLINE = "final_test_acc"  # best_test_acc picks its epoch on the test set: optimistic, and noisier
+
+def objective_of(spec: dict, runs: pd.DataFrame) -> Objective:
+    """The objective a design's runs are scored by: as its design.json records it, else
+    (a design.json from before objectives were recorded) as the runs' tags say."""
+    if "objective" in spec:
+        o = spec["objective"]
+        return Objective(**{**o, "bounds": tuple(o["bounds"])})
+    return Objective.from_runs(runs)
+
+
+def _metrics(objective: Objective) -> tuple[str, str]:
+    """The columns a report computes: the objective's, then its other selection."""
+    return objective.column, objective.other
 
 
 @dataclass
@@ -37,9 +53,10 @@ class DesignReport:
     notes: list[str] = field(default_factory=list)
     rounds: pd.DataFrame | None = None  # greedy_path: every round's candidates
     adaptive: dict | None = None        # the seed policy, when the sweeper chose the seeds
+    objective: Objective = field(default_factory=Objective)
 
-    def clear(self, metric: str = HEADLINE) -> pd.DataFrame:
-        return self.effects[self.effects[f"{metric}_clear"]]
+    def clear(self, metric: str | None = None) -> pd.DataFrame:
+        return self.effects[self.effects[f"{metric or self.objective.column}_clear"]]
 
 
 def seed_columns(runs: pd.DataFrame) -> list[str]:
@@ -57,10 +74,12 @@ def pair_key(runs: pd.DataFrame) -> pd.Series:
     return runs[cols].fillna("null").astype(str).agg("|".join, axis=1)
 
 
-def variance_by_source(runs: pd.DataFrame, metric: str = HEADLINE) -> pd.DataFrame:
+def variance_by_source(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """The seed-to-seed spread of one configuration's runs, split by source: for each
     seed column that varies, the std among runs that differ in that source alone (the
-    others held fixed), pooled over the groups. The last row is the overall std."""
+    others held fixed), pooled over the groups. The last row is the overall std.
+    `metric`: a summary metric; by default the runs' objective's column."""
+    metric = metric or Objective.from_runs(runs).column
     cols = seed_columns(runs)
     y = runs[f"metrics.{metric}"].astype(float)
     rows = []
@@ -88,7 +107,7 @@ def _strata(runs: pd.DataFrame) -> list[str]:
     return [k for k in keys if runs.groupby("arm")[k].nunique(dropna=False).max() > 1]
 
 
-def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict) -> list[dict]:
+def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict, objective: Objective) -> list[dict]:
     rows = []
     for arm in arms(design):
         mine = runs[runs["arm"] == arm.name]
@@ -102,11 +121,11 @@ def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict) -> list[dict]:
                "overrides": " ".join(arm.overrides)}
         if design.kind == "factorial":
             row.update({f"level.{f}": v for f, v in design.levels(arm).items()})
-        for m in METRICS:
+        for m in _metrics(objective):
             x = done[f"metrics.{m}"].to_numpy(dtype=float)
             row[f"{m}_mean"] = float(x.mean()) if len(x) else math.nan
             row[f"{m}_std"] = float(x.std(ddof=1)) if len(x) > 1 else math.nan
-            row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = stats.t_interval(x, stats.ACCURACY)
+            row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = stats.t_interval(x, objective.bounds)
             row[f"{m}_boot_lo"], row[f"{m}_boot_hi"] = stats.bootstrap_interval(x)
         rows.append(row)
     return rows
@@ -147,21 +166,21 @@ def _greedy(spec: dict) -> tuple[Design, pd.DataFrame]:
 
 
 def _effect_row(name: str, kind: str, what: str, per_seed: dict[str, tuple[pd.Series, pd.Series]],
-                status: str) -> dict:
+                status: str, objective: Objective) -> dict:
     row = {"effect": name, "kind": kind, "what": what, "status": status}
     for m, (a, b) in per_seed.items():
         seeds = sorted(set(a.index) & set(b.index))
-        comp = stats.paired(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy())
+        comp = stats.paired(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), objective.delta_bounds)
         row.update({f"{m}_{k}": v for k, v in comp.as_dict().items() if k != "test"})
     return row
 
 
-def _factorial_rows(design: Design, runs: pd.DataFrame) -> tuple[list[dict], list[str]]:
+def _factorial_rows(design: Design, runs: pd.DataFrame, objective: Objective) -> tuple[list[dict], list[str]]:
     factors = list(design.factors)
     by_levels = {a.applied: a.name for a in arms(design)}
     notes, rows = [], []
     cells = {}  # metric -> DataFrame [seed x arm]
-    for m in METRICS:
+    for m in _metrics(objective):
         table = pd.DataFrame({name: _series(runs, name, m) for name in by_levels.values()})
         complete = table.dropna()
         if len(complete) < len(table):
@@ -176,7 +195,7 @@ def _factorial_rows(design: Design, runs: pd.DataFrame) -> tuple[list[dict], lis
     contrasts += [(pair, "interaction") for pair in itertools.combinations(factors, 2)]
     for fs, kind in contrasts:
         per_seed = {}
-        for m in METRICS:
+        for m in _metrics(objective):
             t = cells[m]
             sign = np.array([np.prod([level(c, f) for f in fs]) for c in t.columns], dtype=float)
             # a contrast: mean of the cells where the product of levels is +1, minus where -1
@@ -185,13 +204,15 @@ def _factorial_rows(design: Design, runs: pd.DataFrame) -> tuple[list[dict], lis
         name = " x ".join(fs)
         what = f"mean({fs[0]} on) - mean({fs[0]} off)" if kind == "main" else \
             f"[{fs[0]}'s effect with {fs[1]} on - with {fs[1]} off] / 2"
-        rows.append(_effect_row(name, kind, what, per_seed, "ok" if len(cells[HEADLINE]) else "cells failed"))
+        rows.append(_effect_row(name, kind, what, per_seed, "ok" if len(cells[objective.column]) else "cells failed",
+                                objective))
     return rows, notes
 
 
-def analyse(runs: pd.DataFrame, spec: dict) -> DesignReport:
+def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None) -> DesignReport:
     """`runs`: every run of the design's fingerprints (any status), as mlflow.search_runs
-    gives them; `spec`: the design.json the sweep's parent run keeps."""
+    gives them; `spec`: the design.json the sweep's parent run keeps; `objective`: what
+    the runs are scored by (default: objective_of(spec, runs))."""
     design = Design.from_spec(spec)
     rounds = None
     if design.kind == "greedy_path":
@@ -204,6 +225,7 @@ def analyse(runs: pd.DataFrame, spec: dict) -> DesignReport:
     runs = runs.copy()
     runs["arm"] = _arm_of(runs, spec)
     runs = runs[runs["arm"].notna()]
+    objective = objective or objective_of(spec, runs)
     runs["seed"] = pair_key(runs)
     # a config run twice (force=true, or a FAILED record and its retry): keep the newest
     runs = runs.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
@@ -214,32 +236,33 @@ def analyse(runs: pd.DataFrame, spec: dict) -> DesignReport:
     for values, part in groups:
         stratum = dict(zip([k[len("params."):] for k in strata], values if isinstance(values, tuple) else (values,),
                            strict=True))
-        arm_rows += _arm_table(design, part, stratum)
+        arm_rows += _arm_table(design, part, stratum, objective)
         failed = {r["arm"]: r for r in arm_rows[-len(arms(design)):] if r["failed"]}
         rows = []
         if design.kind == "factorial":
-            rows, more = _factorial_rows(design, part)
+            rows, more = _factorial_rows(design, part, objective)
             notes += more
         else:
             for name, what, a, b in _pairwise(design):
                 bad = [failed[x] for x in (a, b) if x in failed]
                 status = "; ".join(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
                                    + (f" ({r['error']})" if r["error"] else "") for r in bad) or "ok"
-                per_seed = {m: (_series(part, a, m), _series(part, b, m)) for m in METRICS}
+                per_seed = {m: (_series(part, a, m), _series(part, b, m)) for m in _metrics(objective)}
                 kind = {"leave_one_out": "contribution", "add_one_in": "gain", "path": "step",
                         "grid": "difference"}[design.kind]
-                rows.append(_effect_row(name, kind, what, per_seed, status))
+                rows.append(_effect_row(name, kind, what, per_seed, status, objective))
         for row in rows:
             row.update(stratum)
             if row["effect"] in decided:  # how many seeds it took, and why it stopped
                 row["seeds"], row["stopped"] = decided[row["effect"]]["n"], decided[row["effect"]]["reason"]
         frame = pd.DataFrame(rows)
-        for m in METRICS:
+        for m in _metrics(objective):
             # an adaptive study looked at each comparison up to `looks` times: Bonferroni over
             # the looks, then Holm over the comparisons
             frame[f"{m}_p_holm"] = stats.holm(np.minimum(1.0, frame[f"{m}_p"] * looks)) if len(frame) else []
             outside = (frame[f"{m}_boot_lo"] > 0) | (frame[f"{m}_boot_hi"] < 0)
             frame[f"{m}_clear"] = (frame[f"{m}_p_holm"] < stats.ALPHA) & outside
+            frame[f"{m}_better"] = objective.sign * frame[f"{m}_delta"] > 0  # an improvement, by the objective
         effect_rows.append(frame)
     for r in arm_rows:
         if r["failed"]:
@@ -247,4 +270,4 @@ def analyse(runs: pd.DataFrame, spec: dict) -> DesignReport:
                          + (f": {r['error']}" if r["error"] else ""))
     effects = pd.concat(effect_rows, ignore_index=True) if effect_rows else pd.DataFrame()
     return DesignReport(design, pd.DataFrame(arm_rows), effects, [s[len("params."):] for s in strata], notes,
-                        rounds, adaptive)
+                        rounds, adaptive, objective)

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from ablate.augment import Augment
 from ablate.data import Data
 from ablate.errors import ConfigError
+from ablate.task import Task
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,89 +84,102 @@ class State:
     sched: object
     per_batch: bool
     epoch: int = 0                    # last completed epoch (1-based)
-    best_acc: float = -1.0
+    best: float = math.nan            # the objective's best test value so far (its goal decides)
     best_epoch: int = 0
     history: list = field(default_factory=list)
     streams: dict = field(default_factory=dict)  # source -> torch.Generator, when the sources are split
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split, batch_size: int) -> tuple[float, float]:
-    """Mean loss and accuracy (%) over a whole split."""
+def evaluate(model: nn.Module, split, task: Task, batch_size: int) -> dict[str, float]:
+    """`loss` (the task's loss, averaged over batches weighted by their size) and every
+    test metric of the task, over a whole split."""
     model.eval()
     dev = next(model.parameters()).device
-    loss, correct = torch.zeros((), device=dev), torch.zeros((), device=dev, dtype=torch.long)
+    loss = torch.zeros((), device=dev)
     for x, y in split.batches(batch_size, shuffle=False):
-        out = model(x)
-        loss += F.cross_entropy(out, y, reduction="sum")
-        correct += (out.argmax(1) == y).sum()
-    return loss.item() / len(split), 100.0 * correct.item() / len(split)
+        out, y = task.flat(model(x), y)
+        loss += task.loss_fn(out, y) * len(x)
+        task.update(task.metrics, out, y)
+    return {"loss": loss.item() / len(split), **task.compute(task.metrics, "test")}
 
 
-def train_epoch(state: State, data: Data, augment: Augment, batch_size: int, bar) -> tuple[float, float]:
-    """One pass over the shuffled training split; returns mean loss and accuracy (%)."""
+def train_epoch(state: State, data: Data, augment: Augment, task: Task, batch_size: int, bar) -> dict[str, float]:
+    """One pass over the shuffled training split; returns the mean loss (`loss`) and the
+    task's train metrics, accumulated over the batches as the model changed."""
     model, opt = state.model, state.opt
     model.train()
     n = len(data.train)
     dev = next(model.parameters()).device
     loss_sum = torch.zeros((), device=dev)
-    correct = torch.zeros((), device=dev, dtype=torch.long)
     seen = 0
     for b, (x, y) in enumerate(data.train.batches(batch_size, shuffle=True, generator=state.streams.get("data"))):
         if augment.active:
             x = augment(x)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
+        out, y = task.flat(model(x), y)
+        loss = task.loss_fn(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if state.per_batch:
             state.sched.step()
         # Accumulate on the device; reading .item() every batch would sync a GPU.
-        loss_sum += loss.detach() * len(y)
-        correct += (out.argmax(1) == y).sum()
-        seen += len(y)
+        loss_sum += loss.detach() * len(x)
+        task.update(task.train_metrics, out.detach(), y)
+        seen += len(x)
         if bar is not None:
             bar.update(1)
             if b % 50 == 0 or seen == n:
-                bar.set_postfix_str(f"Loss={loss.item():.4f} Batch_id={b} "
-                                    f"Accuracy={100.0 * correct.item() / seen:.2f}", refresh=False)
-    return loss_sum.item() / n, 100.0 * correct.item() / n
+                bar.set_postfix_str(f"Loss={loss.item():.4f} Batch_id={b}", refresh=False)
+    return {"loss": loss_sum.item() / n, **task.compute(task.train_metrics, "train")}
 
 
-def fit(cfg, data: Data, state: State, on_epoch: Callable[[State, dict], None] | None = None,
+def _line(epoch: int, epochs: int, train: dict, test: dict, task: Task, n_test: int, lr: float, seconds: float) -> str:
+    """The epoch's line; for accuracy, the seed's "Accuracy: correct/N (x%)" form."""
+    def fmt(values: dict, prefix: str) -> str:
+        return " ".join(f"{k[len(prefix) + 1:]} {v:.4f}" if task.metrics[k[len(prefix) + 1:]].unit != "%"
+                        else f"{k[len(prefix) + 1:]} {v:.2f}%" for k, v in values.items() if k != "loss")
+    test_part = fmt(test, "test")
+    if "test_acc" in test and task.kind == "classification":
+        test_part = f"Accuracy: {round(test['test_acc'] * n_test / 100)}/{n_test} ({test['test_acc']:.2f}%)"
+        test_part += "".join(f", {k[5:]} {v:.4f}" for k, v in test.items() if k not in ("loss", "test_acc"))
+    return (f"epoch {epoch}/{epochs}: train loss {train['loss']:.4f} {fmt(train, 'train')} | "
+            f"Test set: Average loss: {test['loss']:.4f}, {test_part} | lr {lr:.5f} | {seconds:.1f}s")
+
+
+def fit(cfg, data: Data, state: State, task: Task, on_epoch: Callable[[State, dict], None] | None = None,
         progress: bool = True) -> State:
     """Train from state.epoch + 1 to train.epochs, evaluating on the test set after
     every epoch; `on_epoch` gets each epoch's metrics (logging, checkpoints)."""
     t = cfg.train
     augment = Augment(cfg.augmentation, data.mean, data.std, generator=state.streams.get("augment"))
     batches = -(-len(data.train) // t.batch_size)
+    objective = task.objective
     for epoch in range(state.epoch + 1, t.epochs + 1):
         lr = state.opt.param_groups[0]["lr"]
         start = time.perf_counter()
         with tqdm(total=batches, desc=f"epoch {epoch}/{t.epochs}", disable=not progress,
                   mininterval=0.5, dynamic_ncols=True, leave=False) as bar:
-            train_loss, train_acc = train_epoch(state, data, augment, t.batch_size, bar if progress else None)
+            train = train_epoch(state, data, augment, task, t.batch_size, bar if progress else None)
         seconds = time.perf_counter() - start
-        if not math.isfinite(train_loss):  # checked once an epoch: no per-batch sync
-            raise FloatingPointError(f"training diverged in epoch {epoch}: train loss is {train_loss}. "
+        if not math.isfinite(train["loss"]):  # checked once an epoch: no per-batch sync
+            raise FloatingPointError(f"training diverged in epoch {epoch}: train loss is {train['loss']}. "
                                      f"Lower train.lr (now {t.lr}).")
-        test_loss, test_acc = evaluate(state.model, data.test, t.eval_batch_size)
+        test = evaluate(state.model, data.test, task, t.eval_batch_size)
         if state.sched is not None and not state.per_batch:
             if isinstance(state.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                state.sched.step(test_loss)
+                state.sched.step(test["loss"])
             else:
                 state.sched.step()
         state.epoch = epoch
-        if test_acc > state.best_acc:
-            state.best_acc, state.best_epoch = test_acc, epoch
-        metrics = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                   "test_acc": test_acc, "lr": lr, "epoch_seconds": seconds}
+        value = test[objective.history]
+        if math.isnan(state.best) or objective.better(value, state.best):
+            state.best, state.best_epoch = value, epoch
+        metrics = {"train_loss": train["loss"], **{k: v for k, v in train.items() if k != "loss"},
+                   "test_loss": test["loss"], **{k: v for k, v in test.items() if k != "loss"},
+                   "lr": lr, "epoch_seconds": seconds}
         state.history.append({"epoch": epoch, **metrics})
-        correct = round(test_acc * len(data.test) / 100)
-        tqdm.write(f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
-                   f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{len(data.test)} "
-                   f"({test_acc:.2f}%) | lr {lr:.5f} | {seconds:.1f}s")
+        tqdm.write(_line(epoch, t.epochs, train, test, task, len(data.test), lr, seconds))
         if on_epoch is not None:
             on_epoch(state, metrics)
     return state

@@ -41,6 +41,8 @@ def from_hydra(exc: Exception) -> str:
             return f"{key[1]}: no such key in this sweeper. A design's keys need the ablation sweeper: " \
                    f"add hydra/sweeper=ablation, or use a preset (ablation=step7_loo)."
         add = re.search(r"use (\+\S+)", text)
+        if add and not key[1].startswith(("model.", "data.", "task.loss.", "task.metrics.")):
+            add = None  # ablate's own keys are closed: a `+` would add a key that nothing reads
         return (f"{key[1]}: no such key in the config. Check its spelling (`python -m ablate --cfg job` prints "
                 f"every key){f', or add it with {add[1]}' if add else ''}.")
     return text

@@ -26,7 +26,7 @@ def instantiate_error(exc: BaseException) -> str:
 
 
 def shape_of(cfg) -> tuple[int, int, int, int]:
-    """(channels, height, width, classes) of the data, from the config: given by the
+    """(channels, height, width, classes) of image data, from the config: given by the
     data option, or filled in from the data set by `data.check`."""
     d = cfg.data
     shape = (d.get("channels"), d.get("height"), d.get("width"), d.get("num_classes"))
@@ -35,6 +35,27 @@ def shape_of(cfg) -> tuple[int, int, int, int]:
                           f"data first (ablate.data.check(cfg) fills them in), or set data.channels, "
                           f"data.height, data.width and data.num_classes.")
     return shape
+
+
+def probe(cfg) -> tuple[torch.Tensor, tuple, str]:
+    """A blank batch of two inputs as the data gives them, the output shape the task
+    needs for it, and the words for both (for messages)."""
+    d, kind = cfg.data, cfg.task.kind
+    if d.get("seq_len") is not None and d.get("features") is None and d.get("channels") is None:
+        x, what = torch.zeros(2, d.seq_len, dtype=torch.int64), f"[2, {d.seq_len}] token ids"
+    elif d.get("features") is not None:
+        x, what = torch.zeros(2, d.features), f"[2, {d.features}] features"
+    else:
+        c, h, w = d.channels, d.height, d.width
+        x, what = torch.zeros(2, c, h, w), f"[2, {c}, {h}, {w}] images"
+    if kind == "classification":
+        out, means = (2, d.num_classes), f"logits of shape (2, {d.num_classes}): one per class"
+    elif kind == "regression":
+        out, means = (2, d.targets), f"shape (2, {d.targets}): one value per regression target"
+    else:
+        out = (2, d.seq_len, d.vocab_size)
+        means = f"logits of shape (2, {d.seq_len}, {d.vocab_size}): one per position and token"
+    return x, out, f"{what} in, {means}"
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, norm: str, dropout: float) -> ConvBlock:
@@ -106,24 +127,28 @@ def build_model(cfg) -> nn.Module:
 
 
 def check_model(cfg) -> int:
-    """Build the model and push a batch of two blank images through it, in eval mode on
+    """Build the model and push a blank batch of two inputs through it, in eval mode on
     the CPU, before any run exists: a model that rejects the data's shape or gives the
-    wrong number of outputs fails here, in one line. Returns its parameter count."""
+    wrong output shape for the task fails here, in one line. Returns its parameter count."""
+    if "_target_" not in cfg.model and cfg.data.get("channels") is None:
+        raise ConfigError(f"model={cfg.model.name} is a block list of conv layers, which takes images, and "
+                          f"data={cfg.data.name} gives other inputs. Name your model with `_target_` in a "
+                          f"model option (see docs/your-own-study.md).")
     model = build_model(cfg)
-    c, h, w, classes = shape_of(cfg)
-    where = f"model={cfg.model.name} on data={cfg.data.name} ({c}x{h}x{w} images, {classes} classes)"
+    x, want, words = probe(cfg)
+    where = f"model={cfg.model.name} on data={cfg.data.name}, task={cfg.task.name}"
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, c, h, w))
+            out = model(x)
     except Exception as exc:
-        raise ConfigError(f"{where}: the model rejects a [2, {c}, {h}, {w}] batch: {one_line(exc)}. "
-                          f"Fix the model's arguments (input channels, image size) or pick data it takes.") from None
+        raise ConfigError(f"{where}: the model rejects {words.split(' in,')[0]}: {one_line(exc)}. Fix the "
+                          f"model's arguments (input size, channels) or pick data it takes.") from None
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-    if got != (2, classes):
-        raise ConfigError(f"{where}: the model gives {got} for a batch of 2; it must give logits of shape "
-                          f"(2, {classes}). Fix its class count, e.g. `num_classes: ${{data.num_classes}}` "
-                          f"in the model option.")
+    if got != tuple(want):
+        raise ConfigError(f"{where}: the model gives {got}; it must give {words.split(' in, ')[1]}. Fix its "
+                          f"output size, e.g. `num_classes: ${{data.num_classes}}`, `outputs: ${{data.targets}}` "
+                          f"or `vocab_size: ${{data.vocab_size}}` in the model option.")
     return param_count(model)
 
 

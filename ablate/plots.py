@@ -1,5 +1,6 @@
-"""Figures for the reports, drawn with matplotlib off screen (Agg): accuracy per
-configuration, a forest plot of a design's effects, a factorial's interactions."""
+"""Figures for the reports, drawn with matplotlib off screen (Agg): the objective per
+configuration, a forest plot of a design's effects, a factorial's interactions. Axes
+are labelled with the objective's metric and unit (ablate.metrics.Objective)."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ablate.metrics import Objective
 
 # matplotlib builds its font cache on first use and says so at INFO: not sweep output
 logging.getLogger("matplotlib").setLevel(logging.WARNING)
@@ -19,22 +22,27 @@ def _pyplot():
     return plt
 
 
+def _paren(unit: str) -> str:
+    return f" ({unit})" if unit else ""
+
+
 def _errors(mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.vstack([mean - lo, hi - mean]))
 
 
-def configs(summary: pd.DataFrame, path: Path) -> None:
-    """Mean best and final test accuracy per configuration with 95% t-intervals, and
-    each configuration's parameter count as grey bars."""
+def configs(summary: pd.DataFrame, path: Path, objective: Objective | None = None) -> None:
+    """The objective's mean (and its other selection's) per configuration with 95%
+    t-intervals, and each configuration's parameter count as grey bars."""
     plt = _pyplot()
+    o = objective or Objective()
     s = summary
     x = np.arange(len(s))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(s) + 3), 4.5))
-    for m, marker, offset in (("best_test_acc", "o", -0.08), ("final_test_acc", "s", 0.08)):
+    for m, marker, offset in ((o.column, "o", -0.08), (o.other, "s", 0.08)):
         mean = s[f"{m}_mean"].to_numpy()
         ax.errorbar(x + offset, mean, yerr=_errors(mean, s[f"{m}_ci_lo"].to_numpy(), s[f"{m}_ci_hi"].to_numpy()),
                     fmt=marker, capsize=4, label=f"{m.replace('_', ' ')} (mean, 95% CI)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"test {o.label}{_paren(o.unit)}, {o.direction}")
     ax.set_xticks(x, s["config"], rotation=30, ha="right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     twin = ax.twinx()
@@ -49,10 +57,12 @@ def configs(summary: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def forest(rep, path: Path, metric: str = "final_test_acc") -> None:
+def forest(rep, path: Path, metric: str | None = None) -> None:
     """Each effect with its 95% t-interval (bar) and bootstrap interval (thick), a zero
     line, and the effects clear of seed noise in colour."""
     plt = _pyplot()
+    o = rep.objective
+    metric = metric or o.column
     e = rep.effects
     labels = [" | ".join([*(str(r[k]) for k in rep.strata), r["effect"]]) for _, r in e.iterrows()]
     y = np.arange(len(e))[::-1]
@@ -70,8 +80,10 @@ def forest(rep, path: Path, metric: str = "final_test_acc") -> None:
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels)
     kind = {"leave_one_out": "contribution (baseline − without)", "add_one_in": "gain (with − baseline)",
-            "path": "step (this − previous)", "factorial": "effect"}[rep.design.kind]
-    ax.set_xlabel(f"{kind}, {metric.replace('_', ' ')} (pp)")
+            "path": "step (this − previous)", "factorial": "effect",
+            "grid": "difference (this − first)"}[rep.design.kind]
+    better = "right" if o.goal == "max" else "left"
+    ax.set_xlabel(f"{kind}, {metric.replace('_', ' ')}{_paren(o.units)}; better to the {better}")
     ax.set_title(f"{rep.design.name}: blue = clear of seed noise (Holm)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -79,10 +91,12 @@ def forest(rep, path: Path, metric: str = "final_test_acc") -> None:
     plt.close(fig)
 
 
-def interactions(rep, path: Path, metric: str = "final_test_acc") -> None:
-    """One panel per pair of factors: mean accuracy with the first off and on, one line
-    for each level of the second. Parallel lines: no interaction."""
+def interactions(rep, path: Path, metric: str | None = None) -> None:
+    """One panel per pair of factors: the objective's mean with the first off and on, one
+    line for each level of the second. Parallel lines: no interaction."""
     plt = _pyplot()
+    o = rep.objective
+    metric = metric or o.column
     factors = list(rep.design.factors)
     pairs = [(a, b) for i, a in enumerate(factors) for b in factors[i + 1:]]
     arms = rep.arms
@@ -96,7 +110,8 @@ def interactions(rep, path: Path, metric: str = "final_test_acc") -> None:
         ax.set_title(f"{f} × {g}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel(f"{metric.replace('_', ' ')} (%, mean over the other factors and seeds)")
+    unit = f"{o.unit}, " if o.unit else ""
+    axes[0][0].set_ylabel(f"{metric.replace('_', ' ')} ({unit}mean over the other factors and seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

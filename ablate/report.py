@@ -4,6 +4,9 @@
 per configuration, and compares each configuration with the previous one and
 the first (an ordered study such as step=1..7) or with a baseline. Computing
 returns DataFrames; rendering (terminal, CSV, Markdown, HTML, PNG) is separate.
+Everything is judged on the runs' objective (ablate.metrics.Objective, from their
+tags): its column (final or best test value of its metric), with the other
+selection beside, its range for the intervals and its direction for the verdicts.
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ from mlflow.tracking import MlflowClient
 
 from ablate import effects, stats, tracking
 from ablate.config import is_setting
+from ablate.errors import AblateError
+from ablate.metrics import Objective
 
 log = logging.getLogger(__name__)
-METRICS = ("best_test_acc", "final_test_acc")
 
 
 class ReportError(RuntimeError):
@@ -39,6 +43,7 @@ class Report:
     keys: list[str]                 # the params that vary between configurations
     notes: list[str] = field(default_factory=list)  # problems found, said once each
     variance: pd.DataFrame = field(default_factory=pd.DataFrame)  # seed spread by source, when sources vary
+    objective: Objective = field(default_factory=Objective)  # what the runs are scored by
 
 
 # ----------------------------------------------------------------------------- loading
@@ -69,7 +74,8 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None = None, run_filter
         notes.append(f"left out {r['status']} run {r['run_id']} ({r.get('tags.mlflow.runName', '')})"
                      + (f": {r[f'tags.{tracking.ERROR}']}" if isinstance(r.get(f"tags.{tracking.ERROR}"), str) else ""))
     df = df[df["status"] == "FINISHED"]
-    for metric in METRICS:
+    objective = Objective.from_runs(df)  # runs from before objectives: final test accuracy
+    for metric in (objective.column, objective.other):
         col = f"metrics.{metric}"
         missing = df[col].isna() if col in df else pd.Series(True, index=df.index)
         for _, r in df[missing].iterrows():
@@ -81,7 +87,7 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None = None, run_filter
     if len(df) < before:
         notes.append(f"{before - len(df)} older duplicate run(s) of the same config left out")
     if df.empty:
-        raise ReportError("No finished runs with best_test_acc and final_test_acc to report on. "
+        raise ReportError(f"No finished runs with {objective.column} and {objective.other} to report on. "
                           + " ".join(notes))
     return df.reset_index(drop=True), notes
 
@@ -93,19 +99,21 @@ def _sort_key(values: pd.Series):
     return numeric if numeric.notna().all() else values
 
 
-def mean_ci(x: np.ndarray) -> tuple[float, float]:
-    """95% t-interval of the mean accuracy, cut to [0, 100]; NaN with fewer than two values."""
-    return stats.t_interval(x, stats.ACCURACY)
+def mean_ci(x: np.ndarray, bounds=None) -> tuple[float, float]:
+    """95% t-interval of the mean, cut to the metric's `bounds` (none: not cut); NaN
+    with fewer than two values."""
+    return stats.t_interval(x, bounds)
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict:
+def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str, bounds=None) -> dict:
     """b - a for one metric: paired by seed when both have the same seeds, else Welch.
-    The t-interval with a bootstrap interval beside it (stats.py)."""
+    The t-interval (cut to `bounds`, the range of a difference) with a bootstrap
+    interval beside it (stats.py)."""
     sa, sb = a.set_index("seed")[metric], b.set_index("seed")[metric]
     if set(sa.index) == set(sb.index) and len(sa) >= 2:
-        comp = stats.paired(sa.to_numpy(), sb.loc[sa.index].to_numpy())
+        comp = stats.paired(sa.to_numpy(), sb.loc[sa.index].to_numpy(), bounds)
     else:
-        comp = stats.welch(sa.to_numpy(), sb.to_numpy())
+        comp = stats.welch(sa.to_numpy(), sb.to_numpy(), bounds)
     return comp.as_dict()
 
 
@@ -141,9 +149,12 @@ def label_keys(df: pd.DataFrame, keys: list[str], order: str | None) -> list[str
 
 
 def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None = None,
-          baseline: str | None = None) -> Report:
-    """Summary per configuration and deltas between configurations."""
+          baseline: str | None = None, objective: Objective | None = None) -> Report:
+    """Summary per configuration and deltas between configurations, on the objective's
+    column and its other selection (`objective`: by default, the runs' own)."""
     notes = list(notes or [])
+    objective = objective or Objective.from_runs(runs)
+    metrics = (objective.column, objective.other)
     params = {c[len("params."):]: c for c in runs.columns if c.startswith("params.")}
     keys = [k for k, c in params.items() if is_setting(k) and runs[c].nunique(dropna=False) > 1]
     order = order or ("step" if "step" in keys else None)
@@ -153,7 +164,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         "seed": effects.pair_key(runs),
         "param_count": runs["metrics.param_count"],
         "best_epoch": runs["metrics.best_epoch"],
-        **{m: runs[f"metrics.{m}"] for m in METRICS},
+        **{m: runs[f"metrics.{m}"] for m in metrics},
         "all": "all runs",
     })
     for k in keys:
@@ -170,8 +181,8 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
                "param_count": int(g["param_count"].iloc[0])}
         if g["param_count"].nunique() > 1:
             notes.append(f"{label}: runs disagree on param_count ({sorted(g['param_count'].unique())})")
-        for m in METRICS:
-            lo, hi = mean_ci(g[m].to_numpy())
+        for m in metrics:
+            lo, hi = mean_ci(g[m].to_numpy(), objective.bounds)
             blo, bhi = stats.bootstrap_interval(g[m].to_numpy())
             row.update({f"{m}_mean": g[m].mean(), f"{m}_std": g[m].std(ddof=1) if len(g) > 1 else math.nan,
                         f"{m}_ci_lo": lo, f"{m}_ci_hi": hi, f"{m}_boot_lo": blo, f"{m}_boot_hi": bhi})
@@ -197,20 +208,21 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         row = {"from": a, "to": b, "vs": kind,
                "delta_params": int(members[b]["param_count"].iloc[0] - members[a]["param_count"].iloc[0]),
                "changed": changed(first_params[a], first_params[b], skip=(order,))}
-        for m in METRICS:
-            row.update({f"{m}_{k}": v for k, v in compare(members[a], members[b], m).items()})
+        for m in metrics:
+            row.update({f"{m}_{k}": v for k, v in compare(members[a], members[b], m, objective.delta_bounds).items()})
         comparisons.append(row)
     deltas = pd.DataFrame(comparisons)
-    for m in METRICS if len(deltas) else ():
+    for m in metrics if len(deltas) else ():
         # every comparison in the table is one family: Holm keeps the chance of any false claim at 5%
         deltas[f"{m}_p_holm"] = stats.holm(deltas[f"{m}_p"])
         outside = (deltas[f"{m}_boot_lo"] > 0) | (deltas[f"{m}_boot_hi"] < 0)
         deltas[f"{m}_clear"] = (deltas[f"{m}_p_holm"] < stats.ALPHA) & outside
+        deltas[f"{m}_better"] = objective.sign * deltas[f"{m}_delta"] > 0  # an improvement, by the objective
     variance = pd.DataFrame()
     if len(effects.seed_columns(runs)) > 1:  # per-source seeds: how much of the spread each one makes
-        variance = pd.concat([effects.variance_by_source(runs.loc[g.index], "best_test_acc").assign(config=label)
+        variance = pd.concat([effects.variance_by_source(runs.loc[g.index], objective.column).assign(config=label)
                               for label, g in members.items()], ignore_index=True)
-    return Report(runs, summary, deltas, keys, notes, variance)
+    return Report(runs, summary, deltas, keys, notes, variance, objective)
 
 
 def _params_of(runs: pd.DataFrame, group: pd.DataFrame) -> dict:
@@ -228,71 +240,119 @@ def _find(labels: list[str], baseline: str) -> str:
 
 # ----------------------------------------------------------------------------- rendering
 
+def objective_line(o: Objective) -> str:
+    """Every report's first line: what the runs are scored by, and which sign of a Δ is
+    the better one (a Δ is always b − a, whichever way is better)."""
+    return f"Objective: {o.describe()}. A {'positive' if o.goal == 'max' else 'negative'} Δ is an improvement."
+
+
+def _name(o: Objective, select: str | None = None) -> str:
+    """A column's name in a header: `final test accuracy %`, `best test RMSE`."""
+    return f"{select or o.select} test {o.label}" + (f" {o.unit}" if o.unit else "")
+
+
+def _other(o: Objective) -> str:
+    return "best" if o.select == "final" else "final"
+
+
+def _units(o: Objective) -> str:
+    """After a difference or a spread: ` pp` for an accuracy in %, the metric's unit, or nothing."""
+    return f" {o.units}" if o.units else ""
+
+
+def digits(o: Objective, spread) -> int:
+    """Decimals to show: 2 for a %, as always; otherwise enough for two significant
+    digits of the typical seed-to-seed std (an RMSE of 150 ± 12, a bpc of 1.4523 ± 0.0031)."""
+    if o.unit == "%":
+        return 2
+    spread = pd.Series(spread, dtype=float).dropna()
+    spread = spread[spread > 0]
+    if spread.empty:
+        return 3
+    return int(min(6, max(0, 1 - math.floor(math.log10(spread.median())))))
+
+
 def _pm(mean, std, digits=2) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
 
 
-def _ci(lo, hi, sign: bool = False) -> str:
-    f = "+.2f" if sign else ".2f"
+def _ci(lo, hi, sign: bool = False, digits: int = 2) -> str:
+    f = f"+.{digits}f" if sign else f".{digits}f"
     return "n<2" if math.isnan(lo) else f"[{lo:{f}}, {hi:{f}}]"
 
 
-def _delta(d: pd.Series, m: str) -> str:
+def _delta(d: pd.Series, m: str, digits: int = 2) -> str:
+    f = f"+.{digits}f"
     if math.isnan(d[f"{m}_ci_lo"]):
-        return f"{d[f'{m}_delta']:+.2f} (no CI)"
-    return f"{d[f'{m}_delta']:+.2f} [{d[f'{m}_ci_lo']:+.2f}, {d[f'{m}_ci_hi']:+.2f}]"
+        return f"{d[f'{m}_delta']:{f}} (no CI)"
+    return f"{d[f'{m}_delta']:{f}} [{d[f'{m}_ci_lo']:{f}}, {d[f'{m}_ci_hi']:{f}}]"
 
 
 def _p(p: float) -> str:
     return "" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
-STATS_NOTE = ("Accuracies in %. Mean ± std over seeds. 95% intervals: t (cut to the metric's range) and, "
+def _clear(clear: bool, better: bool) -> str:
+    """A Δ clear of seed noise says which way it went, by the objective's direction."""
+    return ("improves" if better else "worsens") if clear else ""
+
+
+STATS_NOTE = ("Mean ± std over seeds. 95% intervals: t (cut to the metric's range, where it has one) and, "
               "beside it, a bootstrap over seeds (scipy.stats.bootstrap; with under ~6 seeds it is too narrow "
               "and is not used alone). Δ is paired by seed where both sides have the same seeds, Welch "
               "otherwise. p (Holm) adjusts for the number of comparisons in the table; a Δ is called clear of "
-              "seed noise only when its Holm-adjusted p < 0.05 and its bootstrap interval excludes 0. "
+              "seed noise only when its Holm-adjusted p < 0.05 and its bootstrap interval excludes 0, and it "
+              "then improves or worsens the objective by the objective's direction. "
               "\"Best\" picks its epoch on the test set, so it is optimistic; \"final\" is the last epoch.")
 
 
-def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str) -> str:
+def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str = "", digits: int = 2) -> str:
     """One line: how noisy the seeds are, and the smallest difference they could detect."""
     std = std.dropna()
     if std.empty:
         return "Noise floor: a single seed per configuration, so no estimate of seed noise."
+    f = f".{digits}f"
     line = (f"Noise floor ({metric.replace('_', ' ')}): seed-to-seed std per configuration "
-            f"{std.min():.2f}–{std.max():.2f} pp (median {std.median():.2f})")
+            f"{std.min():{f}}–{std.max():{f}}{units} (median {std.median():{f}})")
     mdd = mdd.dropna()
     if len(mdd):
-        line += (f"; with {n} seeds a paired comparison detects about {mdd.median():.2f} pp "
+        line += (f"; with {n} seeds a paired comparison detects about {mdd.median():{f}}{units} "
                  f"(median over comparisons; power 0.8, α 0.05)")
     return line + "."
 
 
-def grid_noise(rep: Report, metric: str = "best_test_acc") -> str:
+def grid_noise(rep: Report, metric: str | None = None) -> str:
+    o = rep.objective
+    metric = metric or o.column
     mdd = rep.deltas.get(f"{metric}_mdd", pd.Series(dtype=float))
-    return noise_floor(rep.summary[f"{metric}_std"], int(rep.summary["n"].median()), mdd, metric)
+    return noise_floor(rep.summary[f"{metric}_std"], int(rep.summary["n"].median()), mdd, metric, _units(o),
+                       digits(o, rep.summary[f"{metric}_std"]))
 
 
-def design_noise(rep: effects.DesignReport, metric: str = effects.HEADLINE) -> str:
+def design_noise(rep: effects.DesignReport, metric: str | None = None) -> str:
+    o = rep.objective
+    metric = metric or o.column
     mdd = rep.effects.get(f"{metric}_mdd", pd.Series(dtype=float))
-    return noise_floor(rep.arms[f"{metric}_std"], int(rep.arms["finished"].median()), mdd, metric)
+    return noise_floor(rep.arms[f"{metric}_std"], int(rep.arms["finished"].median()), mdd, metric, _units(o),
+                       digits(o, rep.arms[f"{metric}_std"]))
 
 
 def table(rep: Report) -> pd.DataFrame:
     """The readable table: the seed's columns plus seeds, CIs and the step's delta."""
+    o, h, b = rep.objective, rep.objective.column, rep.objective.other
+    dg = digits(o, rep.summary[f"{h}_std"])
     prev = {r["to"]: r for _, r in rep.deltas.iterrows() if r["vs"] in ("previous", "baseline")}
     out = []
     for _, s in rep.summary.iterrows():
         d = prev.get(s["config"])
         out.append({
             "config": s["config"], "n": s["n"], "params": f"{s['param_count']:,}",
-            "best test acc % (mean ± std)": _pm(s["best_test_acc_mean"], s["best_test_acc_std"]),
-            "95% CI (t)": _ci(s["best_test_acc_ci_lo"], s["best_test_acc_ci_hi"]),
-            "bootstrap": _ci(s["best_test_acc_boot_lo"], s["best_test_acc_boot_hi"]),
-            "final test acc %": _pm(s["final_test_acc_mean"], s["final_test_acc_std"]),
+            f"{_name(o)} (mean ± std)": _pm(s[f"{h}_mean"], s[f"{h}_std"], dg),
+            "95% CI (t)": _ci(s[f"{h}_ci_lo"], s[f"{h}_ci_hi"], digits=dg),
+            "bootstrap": _ci(s[f"{h}_boot_lo"], s[f"{h}_boot_hi"], digits=dg),
+            _name(o, _other(o)): _pm(s[f"{b}_mean"], s[f"{b}_std"], dg),
             "best epoch": f"{s['best_epoch_mean']:.1f}",
-            "Δ best [95% CI]": "" if d is None else _delta(d, "best_test_acc"),
+            f"Δ {o.select} [95% CI]": "" if d is None else _delta(d, h, dg),
             "Δ params": "" if d is None else f"{d['delta_params']:+,}",
             "changed": "" if d is None else d["changed"],
         })
@@ -300,29 +360,33 @@ def table(rep: Report) -> pd.DataFrame:
 
 
 def variance_table(rep: Report) -> pd.DataFrame:
-    v = rep.variance
+    v, o = rep.variance, rep.objective
+    dg = digits(o, v["std"]) + 1
     return pd.DataFrame({"config": v["config"], "source": v["source"], "runs": v["runs"], "df": v["df"],
-                         "std of best test acc (pp)": v["std"].map(lambda x: f"{x:.3f}")})
+                         f"std of {o.select} test {o.label}" + (f" ({o.units})" if o.units else ""):
+                             v["std"].map(lambda x: f"{x:.{dg}f}")})
 
 
 def delta_table(rep: Report) -> pd.DataFrame:
     if rep.deltas.empty:
         return pd.DataFrame()
-    d = rep.deltas
+    d, o = rep.deltas, rep.objective
+    h, b = o.column, o.other
+    dg = digits(o, rep.summary[f"{h}_std"])
     return pd.DataFrame({
         "from": d["from"], "to": d["to"], "vs": d["vs"],
-        "Δ best [95% CI]": [_delta(r, "best_test_acc") for _, r in d.iterrows()],
-        "bootstrap": [_ci(r["best_test_acc_boot_lo"], r["best_test_acc_boot_hi"], True) for _, r in d.iterrows()],
-        "Δ final [95% CI]": [_delta(r, "final_test_acc") for _, r in d.iterrows()],
-        "test": d["best_test_acc_test"], "p (best)": d["best_test_acc_p"].map(_p),
-        "p (Holm)": d["best_test_acc_p_holm"].map(_p),
-        "clear": d["best_test_acc_clear"].map(lambda c: "yes" if c else ""),
+        f"Δ {o.select} [95% CI]": [_delta(r, h, dg) for _, r in d.iterrows()],
+        "bootstrap": [_ci(r[f"{h}_boot_lo"], r[f"{h}_boot_hi"], True, dg) for _, r in d.iterrows()],
+        f"Δ {_other(o)} [95% CI]": [_delta(r, b, dg) for _, r in d.iterrows()],
+        "test": d[f"{h}_test"], f"p ({o.select})": d[f"{h}_p"].map(_p),
+        "p (Holm)": d[f"{h}_p_holm"].map(_p),
+        "clear": [_clear(r[f"{h}_clear"], r[f"{h}_better"]) for _, r in d.iterrows()],
         "Δ params": d["delta_params"].map(lambda x: f"{x:+,}"), "changed": d["changed"],
     })
 
 
 def markdown(rep: Report) -> str:
-    parts = ["## Summary\n", table(rep).to_markdown(index=False), ""]
+    parts = [objective_line(rep.objective), "", "## Summary\n", table(rep).to_markdown(index=False), ""]
     if not rep.deltas.empty:
         parts += ["## Deltas\n", delta_table(rep).to_markdown(index=False), ""]
     if not rep.variance.empty:
@@ -337,31 +401,34 @@ def markdown(rep: Report) -> str:
 # --- designs
 
 def effects_table(rep: effects.DesignReport) -> pd.DataFrame:
-    e = rep.effects
+    e, o = rep.effects, rep.objective
     if e.empty:
         return pd.DataFrame()
-    h, b = effects.HEADLINE, "best_test_acc"
+    h, b = o.column, o.other
+    dg = digits(o, rep.arms[f"{h}_std"])
     return pd.DataFrame({
         **{k: e[k] for k in rep.strata},
         "effect": e["effect"], "what": e["what"],
-        "Δ final [95% CI]": [_delta(r, h) for _, r in e.iterrows()],
-        "bootstrap": [_ci(r[f"{h}_boot_lo"], r[f"{h}_boot_hi"], True) for _, r in e.iterrows()],
+        f"Δ {o.select} [95% CI]": [_delta(r, h, dg) for _, r in e.iterrows()],
+        "bootstrap": [_ci(r[f"{h}_boot_lo"], r[f"{h}_boot_hi"], True, dg) for _, r in e.iterrows()],
         "n": e[f"{h}_n"], "p": e[f"{h}_p"].map(_p), "p (Holm)": e[f"{h}_p_holm"].map(_p),
-        "clear": e[f"{h}_clear"].map(lambda c: "yes" if c else ""),
-        "detectable": e[f"{h}_mdd"].map(lambda v: "" if math.isnan(v) else f"{v:.2f}"),
-        "Δ best [95% CI]": [_delta(r, b) for _, r in e.iterrows()],
+        "clear": [_clear(r[f"{h}_clear"], r[f"{h}_better"]) for _, r in e.iterrows()],
+        "detectable": e[f"{h}_mdd"].map(lambda v: "" if math.isnan(v) else f"{v:.{dg}f}"),
+        f"Δ {_other(o)} [95% CI]": [_delta(r, b, dg) for _, r in e.iterrows()],
         **({"seeds": e["seeds"], "stopped": e["stopped"]} if "stopped" in e else {}),
         "status": e["status"],
     })
 
 
 def rounds_table(rep: effects.DesignReport) -> pd.DataFrame:
-    r = rep.rounds
+    r, o = rep.rounds, rep.objective
     if r is None or r.empty:
         return pd.DataFrame()
+    dg = digits(o, rep.arms[f"{o.column}_std"])
     return pd.DataFrame({
         "round": r["round"], "from": r["from"], "candidate": r["factor"],
-        "mean gain [95% CI]": [f"{x['gain']:+.2f} {_ci(x['lo'], x['hi'], True)}" for _, x in r.iterrows()],
+        "mean Δ (with − from) [95% CI]": [f"{x['gain']:+.{dg}f} {_ci(x['lo'], x['hi'], True, dg)}"
+                                          for _, x in r.iterrows()],
         "seeds": r["n"], "raced out at": r["dropped_at"].map(lambda v: "" if pd.isna(v) else f"{int(v)} seeds"),
         "chosen": r["chosen"].map(lambda c: "yes" if c else ""),
     })
@@ -373,48 +440,54 @@ def path_line(rep: effects.DesignReport) -> str:
     given, found = list(rep.design.factors), list(rep.design.order)
     tau = kendalltau([given.index(f) for f in found], range(len(found))).statistic if len(found) > 1 else 1.0
     return (f"Path found: {' → '.join(found)}. Order given: {' → '.join(given)}. Kendall's τ between the two "
-            f"orders: {tau:+.2f} (1: the same order). Each round keeps its largest mean gain, measured on the "
-            f"seeds that chose it, so the gains of the path are biased upward: confirm them with fresh seeds "
-            f"(a path design in the order found).")
+            f"orders: {tau:+.2f} (1: the same order). Each round keeps the candidate whose mean Δ improves the "
+            f"objective most ({rep.objective.direction}), measured on the seeds that chose it, so the steps of the "
+            f"path look better than they are: confirm them with fresh seeds (a path design in the order found).")
 
 
 def adaptive_line(rep: effects.DesignReport) -> str:
-    p = rep.adaptive["policy"]
+    p, o = rep.adaptive["policy"], rep.objective
     looks = p["max"] - p["min"] + 1
     return (f"Seeds chosen by the study: {p['min']} for every arm, then one more a round for the arms of each "
-            f"comparison whose interval still spans 0 and is wider than ±{p['halfwidth']} pp, up to {p['max']} "
-            f"(until {p['until']}). Each comparison was looked at up to {looks} times, so its decision used a "
-            f"{100 * (1 - 0.05 / looks):.1f}% interval and the p-values here are multiplied by {looks} before Holm.")
+            f"comparison whose interval still spans 0 and is wider than ±{p['halfwidth']}{_units(o)} (in "
+            f"{p.get('metric') or o.column}'s own units), up to {p['max']} (until {p['until']}). Each comparison was "
+            f"looked at up to {looks} times, so its decision used a {100 * (1 - 0.05 / looks):.1f}% interval and the "
+            f"p-values here are multiplied by {looks} before Holm.")
 
 
 def arms_table(rep: effects.DesignReport) -> pd.DataFrame:
-    a = rep.arms
-    h = effects.HEADLINE
+    a, o = rep.arms, rep.objective
+    h, b = o.column, o.other
+    dg = digits(o, a[f"{h}_std"])
     return pd.DataFrame({
         **{k: a[k] for k in rep.strata},
         "arm": a["arm"], "finished": [f"{r['finished']}/{r['runs']}" for _, r in a.iterrows()],
         "params": a["param_count"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}"),
-        "final test acc % (mean ± std)": [_pm(r[f"{h}_mean"], r[f"{h}_std"]) for _, r in a.iterrows()],
-        "95% CI (t)": [_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"]) for _, r in a.iterrows()],
-        "bootstrap": [_ci(r[f"{h}_boot_lo"], r[f"{h}_boot_hi"]) for _, r in a.iterrows()],
-        "best test acc %": [_pm(r["best_test_acc_mean"], r["best_test_acc_std"]) for _, r in a.iterrows()],
+        f"{_name(o)} (mean ± std)": [_pm(r[f"{h}_mean"], r[f"{h}_std"], dg) for _, r in a.iterrows()],
+        "95% CI (t)": [_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"], digits=dg) for _, r in a.iterrows()],
+        "bootstrap": [_ci(r[f"{h}_boot_lo"], r[f"{h}_boot_hi"], digits=dg) for _, r in a.iterrows()],
+        _name(o, _other(o)): [_pm(r[f"{b}_mean"], r[f"{b}_std"], dg) for _, r in a.iterrows()],
         "overrides": a["overrides"], "error": a["error"],
     })
 
 
 def verdict(rep: effects.DesignReport) -> str:
-    """The design's answer in one line: which effects stand clear of seed noise."""
-    e = rep.effects
+    """The design's answer in one line: which effects stand clear of seed noise, and
+    whether each improves or worsens the objective."""
+    e, o = rep.effects, rep.objective
     if e.empty:
         return "No effect could be computed: see the arms and notes."
-    h = effects.HEADLINE
+    h = o.column
+    dg = digits(o, rep.arms[f"{h}_std"])
     known = e[e[f"{h}_delta"].notna()]
     clear, unclear = known[known[f"{h}_clear"]], known[~known[f"{h}_clear"]]
 
-    def fmt(rows):
-        return ", ".join(f"{r['effect']} ({r[f'{h}_delta']:+.2f} pp)" for _, r in rows.iterrows()) or "none"
-    line = (f"Clear of seed noise (final test acc; Holm-adjusted p < 0.05 over {len(e)} effects and bootstrap "
-            f"interval excluding 0): {fmt(clear)}. Not clear: {fmt(unclear)}.")
+    def fmt(rows, say: bool):
+        return ", ".join(f"{r['effect']} ({r[f'{h}_delta']:+.{dg}f}{_units(o)}"
+                         + (f", {_clear(True, r[f'{h}_better'])})" if say else ")")
+                         for _, r in rows.iterrows()) or "none"
+    line = (f"Clear of seed noise ({o.select} test {o.label}, {o.direction}; Holm-adjusted p < 0.05 over {len(e)} "
+            f"effects and bootstrap interval excluding 0): {fmt(clear, True)}. Not clear: {fmt(unclear, False)}.")
     if len(known) < len(e):
         line += f" Not computed (failed arms): {', '.join(e[e[f'{h}_delta'].isna()]['effect'])}."
     return line
@@ -424,18 +497,19 @@ def design_markdown(rep: effects.DesignReport) -> str:
     d = rep.design
     base = " ".join(d.baseline) or "the defaults"
     kind = "greedy path" if rep.rounds is not None else d.kind.replace("_", " ")
-    parts = [f"Design **{d.name}**: {kind} from `{base}`, factors: "
+    parts = [objective_line(rep.objective), "",
+             f"Design **{d.name}**: {kind} from `{base}`, factors: "
              + "; ".join(f"{f} = `{' '.join(o)}`" for f, o in d.factors.items()) + ".", ""]
     if rep.rounds is not None:
         parts += [path_line(rep), "", "## Rounds\n", rounds_table(rep).to_markdown(index=False), ""]
     if rep.adaptive and "decisions" in rep.adaptive:
         parts += [adaptive_line(rep), ""]
     parts += ["## Effects\n", effects_table(rep).to_markdown(index=False), "", verdict(rep), "", design_noise(rep), "",
-             "## Arms\n", arms_table(rep).to_markdown(index=False), "",
-             "Effects are paired by seed: " + ("main effects and two-way interactions of a 2^k factorial, "
-                                               "the seeds as replicates. " if d.kind == "factorial" else "")
-             + "\"detectable\" is the smallest true effect these seeds would find with power 0.8 "
-               "(α 0.05), from the spread of the paired differences.", "", STATS_NOTE]
+              "## Arms\n", arms_table(rep).to_markdown(index=False), "",
+              "Effects are paired by seed: " + ("main effects and two-way interactions of a 2^k factorial, "
+                                                "the seeds as replicates. " if d.kind == "factorial" else "")
+              + "\"detectable\" is the smallest true effect these seeds would find with power 0.8 "
+                "(α 0.05), from the spread of the paired differences.", "", STATS_NOTE]
     if rep.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in rep.notes]]
     return "\n".join(parts) + "\n"
@@ -443,14 +517,17 @@ def design_markdown(rep: effects.DesignReport) -> str:
 
 # --- files
 
-def _html(title: str, images: list[Path], sections: list[tuple[str, pd.DataFrame]], text: list[str]) -> str:
+def _html(title: str, images: list[Path], sections: list[tuple[str, pd.DataFrame]], text: list[str],
+          lead: str = "") -> str:
+    """`lead`: the line under the title (the objective)."""
     imgs = "".join(f"<img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>" for p in images)
     body = "".join(f"<h2>{h}</h2>{t.to_html(index=False)}" for h, t in sections if not t.empty)
     paras = "".join(f"<p>{t}</p>" for t in text)
     return ("<!doctype html><html><head><meta charset='utf-8'><title>" + title + "</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
             "td,th{border:1px solid #ccc;padding:3px 8px}th{background:#f3f3f3}img{max-width:100%}"
-            f"</style></head><body><h1>{title}</h1>{imgs}{body}{paras}</body></html>")
+            f"</style></head><body><h1>{title}</h1>{f'<p><b>{lead}</b></p>' if lead else ''}{imgs}{body}{paras}"
+            "</body></html>")
 
 
 def write(rep: Report, out: Path, title: str = "ablate report") -> dict[str, Path]:
@@ -467,9 +544,9 @@ def write(rep: Report, out: Path, title: str = "ablate report") -> dict[str, Pat
         paths["variance"] = out / "variance.csv"
         rep.variance.to_csv(paths["variance"], index=False)
     paths["md"].write_text(f"# {title}\n\n" + markdown(rep))
-    plots.configs(rep.summary, paths["png"])
+    plots.configs(rep.summary, paths["png"], rep.objective)
     paths["html"].write_text(_html(title, [paths["png"]], [("Summary", table(rep)), ("Deltas", delta_table(rep))],
-                                   [grid_noise(rep), STATS_NOTE, *rep.notes]))
+                                   [grid_noise(rep), STATS_NOTE, *rep.notes], objective_line(rep.objective)))
     return paths
 
 
@@ -494,7 +571,7 @@ def write_design(rep: effects.DesignReport, runs: pd.DataFrame, out: Path, title
     text = [verdict(rep), design_noise(rep), *([path_line(rep)] if rep.rounds is not None else []),
             *([adaptive_line(rep)] if rep.adaptive and "decisions" in rep.adaptive else []), STATS_NOTE, *rep.notes]
     paths["html"].write_text(_html(title, images, [("Effects", effects_table(rep)), ("Rounds", rounds_table(rep)),
-                                                   ("Arms", arms_table(rep))], text))
+                                                   ("Arms", arms_table(rep))], text, objective_line(rep.objective)))
     return paths
 
 
@@ -544,6 +621,7 @@ def for_sweep(client: MlflowClient, parent_id: str, cfg, fingerprints: list[str]
     if tracking.DESIGN in parent.data.tags:
         rep, paths = report_design(client, parent, out, f"{title}, design {parent.data.tags[tracking.DESIGN]}",
                                    design_spec)
+        print(objective_line(rep.objective))
         print(effects_table(rep).to_string(index=False))
         print(verdict(rep))
         print(design_noise(rep))
@@ -551,6 +629,7 @@ def for_sweep(client: MlflowClient, parent_id: str, cfg, fingerprints: list[str]
         runs, notes = load_runs(client.tracking_uri, exp.name, fingerprints=fingerprints)
         rep = build(runs, notes)
         paths = write(rep, out, title=title)
+        print(objective_line(rep.objective))
         print(table(rep).to_string(index=False))
         print(grid_noise(rep))
     client.log_artifacts(parent_id, str(out), "report")
@@ -585,15 +664,15 @@ def main(argv: list[str] | None = None) -> int:
             if parent is not None and tracking.DESIGN in parent.data.tags:
                 rep, paths = report_design(client, parent, args.out,
                                            f"{title}, design {parent.data.tags[tracking.DESIGN]}")
-                _say([effects_table(rep), verdict(rep)], rep.notes, paths)
+                _say([objective_line(rep.objective), effects_table(rep), verdict(rep)], rep.notes, paths)
                 return 0
         runs, notes = load_runs(uri, args.experiment, args.sweep_id, args.filter)
         rep = build(runs, notes, order=args.order, baseline=args.baseline)
-    except (ReportError, tracking.StoreError) as exc:
+    except (ReportError, AblateError) as exc:  # a missing store; runs scored by different objectives
         print(f"ablate.report: {exc}", file=sys.stderr)
         return 2
     paths = write(rep, args.out, title=title)
-    _say([table(rep), delta_table(rep), grid_noise(rep)], rep.notes, paths)
+    _say([objective_line(rep.objective), table(rep), delta_table(rep), grid_noise(rep)], rep.notes, paths)
     return 0
 
 

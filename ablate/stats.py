@@ -1,7 +1,9 @@
 """Intervals and tests for a handful of seeds: t-intervals, a bootstrap beside them,
 paired and Welch comparisons, Holm's adjustment for many comparisons, and the
 smallest difference a number of seeds can detect. scipy.stats does the work; this
-module fixes the choices (95%, the metric's range, what a tiny sample allows)."""
+module fixes the choices (95%, the metric's range, what a tiny sample allows).
+Ranges are (low, high) in the metric's units, None for an open end; a difference of
+two values has its own range (Objective.delta_bounds)."""
 from __future__ import annotations
 
 import math
@@ -14,7 +16,7 @@ from scipy import optimize, stats
 
 LEVEL = 0.95
 ALPHA = 1 - LEVEL
-ACCURACY = (0.0, 100.0)  # the range of an accuracy in %, which its intervals respect
+Bounds = tuple[float | None, float | None] | None
 
 
 @contextmanager
@@ -27,15 +29,17 @@ def _quiet():
         yield
 
 
-def clip(lo: float, hi: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+def clip(lo: float, hi: float, bounds: Bounds) -> tuple[float, float]:
     """An interval cut to the values the quantity can take. The true value lies in
-    `bounds` for sure, so cutting keeps the coverage."""
+    `bounds` for sure, so cutting keeps the coverage. None, or a None end (an RMSE has
+    no upper one), cuts nothing on that side."""
     if bounds is None or math.isnan(lo):
         return lo, hi
-    return max(lo, bounds[0]), min(hi, bounds[1])
+    low, high = bounds
+    return (lo if low is None else max(lo, low)), (hi if high is None else min(hi, high))
 
 
-def t_interval(x, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+def t_interval(x, bounds: Bounds = None) -> tuple[float, float]:
     """95% t-interval of the mean, cut to `bounds`; NaN with fewer than two values."""
     x = np.asarray(x, dtype=float)
     if len(x) < 2:
@@ -80,12 +84,13 @@ class Comparison:
         return dict(self.__dict__)
 
 
-def paired(a: np.ndarray, b: np.ndarray) -> Comparison:
-    """b - a over matched seeds: a one-sample t-test on the differences."""
+def paired(a: np.ndarray, b: np.ndarray, bounds: Bounds = None) -> Comparison:
+    """b - a over matched seeds: a one-sample t-test on the differences, its interval
+    cut to `bounds` (the range a difference can take)."""
     d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
     if len(d) < 2:
         return Comparison(float(d.mean()) if len(d) else math.nan, *(math.nan,) * 5, "none (n<2)", len(d))
-    lo, hi = t_interval(d, (-100.0, 100.0))
+    lo, hi = t_interval(d, bounds)
     if np.ptp(d) == 0:
         p = 0.0 if d[0] != 0 else 1.0
     else:
@@ -96,8 +101,9 @@ def paired(a: np.ndarray, b: np.ndarray) -> Comparison:
                       min_detectable(sd, len(d)))
 
 
-def welch(a: np.ndarray, b: np.ndarray) -> Comparison:
-    """b - a for unmatched seeds: Welch's t-test and a two-sample bootstrap."""
+def welch(a: np.ndarray, b: np.ndarray, bounds: Bounds = None) -> Comparison:
+    """b - a for unmatched seeds: Welch's t-test (its interval cut to `bounds`) and a
+    two-sample bootstrap."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     delta = float(b.mean() - a.mean()) if len(a) and len(b) else math.nan
     if len(a) < 2 or len(b) < 2:
@@ -107,7 +113,7 @@ def welch(a: np.ndarray, b: np.ndarray) -> Comparison:
         ci = test.confidence_interval(LEVEL)
         boot = stats.bootstrap((b, a), lambda y, x: np.mean(y) - np.mean(x), n_resamples=9999,
                                method="percentile", rng=np.random.default_rng(0))
-    lo, hi = clip(float(ci.low), float(ci.high), (-100.0, 100.0))
+    lo, hi = clip(float(ci.low), float(ci.high), bounds)
     p = float(test.pvalue) if not math.isnan(test.pvalue) else (0.0 if delta != 0 else 1.0)
     sd = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     n = min(len(a), len(b))

@@ -8,7 +8,7 @@ A fresh browser opens an experiment on its default view: runs folded under their
 with Dataset, Source and Models columns and no metric. MLflow 3.15+ keeps shareable
 views of the runs table as experiment tags (`mlflow.sharedViewState.<key>`, opened with
 `?viewStateShareKey=<key>`): ablate writes one per sweep, with the sweep's job runs as
-the filter, the swept params and the accuracies as columns, best first."""
+the filter, the swept params and the objective's summaries as columns, best first."""
 from __future__ import annotations
 
 import argparse
@@ -21,9 +21,9 @@ from urllib.parse import quote
 from mlflow.tracking import MlflowClient
 
 from ablate import tracking
+from ablate.metrics import Objective
 
 SHARED_VIEW = "mlflow.sharedViewState."  # MLflow's experiment-tag prefix for a shared runs-table view
-METRIC_COLUMNS = ("best_test_acc", "final_test_acc", "param_count")
 MAX_FILTER = 6000  # a tag value holds 8,000 characters; past this the filter names the sweep instead
 
 
@@ -31,24 +31,29 @@ def _column(kind: str, key: str) -> str:
     return f"{kind}.`{key}`"  # MLflow UI's column key
 
 
-def view_state(run_ids: list[str], sweep_id: str, params: list[str]) -> dict:
+def view_state(run_ids: list[str], sweep_id: str, params: list[str], objective: Objective | None = None) -> dict:
     """The runs table as it should open: these runs only (by id, so runs a rerun skipped
     are there too; by sweep id when there are too many), unfolded, the params that the
-    sweep varied and the accuracies as columns, the best run first."""
+    sweep varied and the objective's summaries as columns, the best run first (by the
+    objective's column and direction)."""
+    objective = objective or Objective()
     ids = ", ".join(f"'{r}'" for r in run_ids)
     search = f"attributes.run_id IN ({ids})"
     if len(search) > MAX_FILTER:
         search = f"tags.`{tracking.SWEEP_ID}` = '{sweep_id}' and tags.`ablate.jobs` IS NULL"
     columns = [_column("tags", tracking.ARM) if p == "design.arm" else _column("params", p) for p in params]
-    columns += [_column("metrics", m) for m in METRIC_COLUMNS]
-    return {"searchFilter": search, "orderByKey": _column("metrics", "best_test_acc"), "orderByAsc": False,
+    columns += [_column("metrics", m) for m in (objective.column, objective.other, "param_count")]
+    return {"searchFilter": search, "orderByKey": _column("metrics", objective.column),
+            "orderByAsc": objective.goal == "min",
             "startTime": "ALL", "lifecycleFilter": "Active", "selectedColumns": columns, "runListHidden": False}
 
 
-def publish(client: MlflowClient, experiment_id: str, sweep_id: str, run_ids: list[str], params: list[str]) -> str:
+def publish(client: MlflowClient, experiment_id: str, sweep_id: str, run_ids: list[str], params: list[str],
+            objective: Objective | None = None) -> str:
     """Write the sweep's view as an experiment tag; returns its share key."""
     key = f"ablate-{sweep_id}"
-    client.set_experiment_tag(experiment_id, SHARED_VIEW + key, json.dumps(view_state(run_ids, sweep_id, params)))
+    client.set_experiment_tag(experiment_id, SHARED_VIEW + key,
+                              json.dumps(view_state(run_ids, sweep_id, params, objective)))
     return key
 
 
@@ -80,8 +85,9 @@ def shared_view(client: MlflowClient, experiment_id: str, sweep_id: str | None):
         jobs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
                                   max_results=5000)
         ids = [r.info.run_id for r in jobs]
+        objective = Objective.from_tags(jobs[0].data.tags) if jobs else None  # the jobs' tags say it
         return publish(client, experiment_id, parents[0].data.tags[tracking.SWEEP_ID], ids,
-                       tracking.swept_keys(parents[0])), ids
+                       tracking.swept_keys(parents[0]), objective), ids
     runs = client.search_runs([experiment_id], json.loads(state)["searchFilter"], max_results=5000)
     return key, [r.info.run_id for r in runs]
 

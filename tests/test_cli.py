@@ -77,7 +77,7 @@ def test_hydras_own_errors_are_one_line_exit_2_and_no_run(tmp_path, tiny_data, a
 @pytest.mark.parametrize("override,needle", [
     ("model=resnett", "model=resnett: no such option in the 'model' group. Choose one of base, deep, gap, narrow"),
     ("train.epochz=3", "train.epochz: no such key in the config. Check its spelling (`python -m ablate --cfg "
-                       "job` prints every key), or add it with +train.epochz=3."),
+                       "job` prints every key)."),
     ("seed=[", "the override 'seed=[' does not parse: no viable alternative at input '['"),
     ("hydra.sweeper.design=loo", "hydra.sweeper.design: no such key in this sweeper. A design's keys need the "
                                  "ablation sweeper"),
@@ -112,3 +112,37 @@ def test_a_sweep_with_one_bad_job_starts_nothing(tmp_path, tiny_data):
     out = run_cli(["-m", "train.lr=0.01,-1", f"data.root={tiny_data}", *FAST], cwd=tmp_path)
     assert out.returncode != 0 and "train.lr" in out.stderr and "No job was started" in out.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("arg,needle", [
+    ("+train.label_smoothing=0.1", "train.label_smoothing: no such key in train"),
+    ("train.label_smoothing=0.1", "train.label_smoothing: no such key"),
+    ("+loss=x", "loss: no such key in the config's top level"),
+    ("+metric=f1", "metric: no such key in the config's top level"),
+    ("train.nonsense=1", "train.nonsense: no such key"),
+    ("+tracking.nonsense=1", "tracking.nonsense: no such key in tracking"),
+    ("+optimizer.nesterov_typo=true", "optimizer.nesterov_typo: no such key in optimizer=sgd"),
+    ("+model.width=64", "model.width: no such key in the block-list model base"),
+    ("+augmentation.flip.q=0.3", "augmentation.flip.q: no such key in augmentation.flip"),
+    ("+task.loss.nonsense=1", "task.loss: cannot build torch.nn.CrossEntropyLoss"),
+    ("seed=true", "seed"),
+    ("objective.metric=f1", "objective.metric='f1' is not one of task=classification's metrics"),
+    ("objective.goal=min", "objective.goal=min: accuracy is better when higher"),
+])
+def test_a_key_that_nothing_reads_is_refused_in_one_line_and_no_run(tmp_path, tiny_data, arg, needle):
+    """An override that changes the config must change what is computed, or be refused:
+    with or without `+`, before any run exists, and never advising `+` for ablate's keys."""
+    out = run_cli([f"data.root={tiny_data}", *FAST, arg], cwd=tmp_path)
+    errors = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert out.returncode == 2 and len(errors) == 1 and needle in errors[0], (out.returncode, errors)
+    assert "add it with +" not in errors[0] and "Traceback" not in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_label_smoothing_is_a_factor_that_changes_the_training(overrides, store):
+    """The place for label smoothing is the loss's own argument; it forks the config and
+    changes what is trained."""
+    plain = ablate.train(ablate.compose([*overrides, "train.epochs=1"]))
+    smooth = ablate.train(ablate.compose([*overrides, "train.epochs=1", "task.loss.label_smoothing=0.1"]))
+    assert smooth.run_id != plain.run_id and not smooth.skipped
+    assert smooth.history[0]["train_loss"] != plain.history[0]["train_loss"]

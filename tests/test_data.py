@@ -12,7 +12,7 @@ from torchvision.datasets import MNIST, FashionMNIST
 from torchvision.transforms.v2.functional import to_image
 
 import ablate
-from ablate import data
+from ablate import data, task
 from ablate.errors import ConfigError, DataError
 from conftest import REAL_DATA, make_digits, write_idx
 
@@ -29,7 +29,7 @@ def test_torchvisions_arrays_are_what_its_items_give(tiny_data):
     """The fast path reads MNIST's .data/.targets; item by item gives the same tensors."""
     ds = MNIST(str(tiny_data), train=True)
     fast_x, fast_y = data._arrays(ds)
-    slow_x, slow_y = data._items(ds, "mnist")
+    slow_x, slow_y = data._items(ds, "mnist", progress=False)
     assert torch.equal(fast_x, slow_x) and torch.equal(fast_y, slow_y) and fast_x.shape == (512, 1, 28, 28)
 
 
@@ -83,7 +83,9 @@ def test_a_set_over_the_memory_limit_streams_through_the_same_engine(overrides):
     assert isinstance(a.test, data.Tensors) and isinstance(b.test, data.Stream)
     from ablate import engine
     model = ablate.build_model(held)
-    assert engine.evaluate(model, a.test, 50) == pytest.approx(engine.evaluate(model, b.test, 50), rel=1e-6)
+    the_task = task.build(held)
+    assert engine.evaluate(model, a.test, the_task, 50) == pytest.approx(engine.evaluate(model, b.test, the_task, 50),
+                                                                         rel=1e-6)
     result = ablate.train(streamed)
     assert len(result.history) == 2 and result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 

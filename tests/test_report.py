@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from ablate import report, tracking
+from ablate.metrics import Objective
 
 # step -> (param_count, norm, dropout, best acc per seed 0..2, final acc per seed)
 STUDY = {
@@ -17,17 +18,22 @@ STUDY = {
 }
 
 
-def log_run(uri, step, seed, params_count, norm, dropout, best, final, status="FINISHED", extra=None):
+def log_run(uri, step, seed, params_count, norm, dropout, best, final, status="FINISHED", extra=None,
+            objective=None):
+    """A run as a job leaves it; `objective`: its tags and metric (none: an accuracy run
+    from before objectives were tagged)."""
     client = mlflow.MlflowClient(uri)
     exp = tracking.ensure_experiment(uri, "ablate")
     run = client.create_run(exp, run_name=f"step={step},seed={seed}",
-                            tags={tracking.FINGERPRINT: f"{step}-{seed}-{dropout}-{norm}"})
+                            tags={tracking.FINGERPRINT: f"{step}-{seed}-{dropout}-{norm}",
+                                  **(objective.tags() if objective else {})})
     rid = run.info.run_id
     params = {"seed": seed, "step": step, "norm": norm, "model.dropout": dropout,
               "tracking.uri": uri, "param_count": params_count, **(extra or {})}
     for k, v in params.items():
         client.log_param(rid, k, v)
-    for k, v in {"param_count": params_count, "best_test_acc": best, "final_test_acc": final,
+    m = objective.metric if objective else "acc"
+    for k, v in {"param_count": params_count, f"best_test_{m}": best, f"final_test_{m}": final,
                  "best_epoch": 10}.items():
         if v is not None:
             client.log_metric(rid, k, v)
@@ -108,7 +114,7 @@ def test_problems_are_counted_and_said(store):
     rep = report.build(*report.load_runs(store, "ablate"))
     text = "\n".join(rep.notes)
     assert "left out FAILED run" in text and "left out RUNNING run" in text
-    assert "has no best_test_acc" in text and "disagree on param_count" in text
+    assert "has no final_test_acc" in text and "disagree on param_count" in text  # the objective's column
     assert list(rep.summary["config"]) == ["step=1", "step=2"]
 
 
@@ -180,3 +186,34 @@ def test_a_key_that_echoes_another_does_not_name_configurations():
     df = pd.DataFrame({"norm": ["none", "none", "bn", "bn"], "model.norm": ["none", "none", "bn", "bn"],
                        "seed": [0, 1, 0, 1], "width": ["8", "16", "8", "16"]})
     assert report.label_keys(df, ["model.norm", "norm", "width"], None) == ["norm", "width"]
+
+
+RMSE = Objective("rmse", "min", "final", (0.0, None), "RMSE", "")
+
+
+def test_a_min_objective_calls_a_decrease_an_improvement_and_its_intervals_are_not_cut(store, tmp_path):
+    """Regression runs scored by final test RMSE (lower is better, no upper bound): step 2
+    lowers it clearly, step 3 raises it clearly. Nothing is cut to [0, 100] or ±100."""
+    final = {1: [120.0, 131.0, 125.0], 2: [60.0, 70.5, 66.0], 3: [190.0, 199.0, 196.5]}
+    for step, values in final.items():
+        for seed, v in enumerate(values):
+            log_run(store, step, seed, 100, "none", "0.0", v - 1.0, v, objective=RMSE)
+    runs, notes = report.load_runs(store, "ablate")
+    assert len(runs) == 9 and not notes  # none left out for lacking best_test_acc
+    rep = report.build(runs, notes)
+    assert rep.objective == RMSE
+    s = rep.summary.set_index("config").loc["step=1"]
+    ci = stats.t.interval(0.95, 2, loc=np.mean(final[1]), scale=stats.sem(final[1]))
+    assert (s["final_test_rmse_ci_lo"], s["final_test_rmse_ci_hi"]) == pytest.approx(ci)  # above 100, uncut
+    d = rep.deltas.set_index("to")
+    down, up = d.loc["step=2"], d.loc["step=3"]
+    assert down["final_test_rmse_delta"] < 0 and down["final_test_rmse_clear"] and down["final_test_rmse_better"]
+    assert up["final_test_rmse_delta"] > 0 and up["final_test_rmse_clear"] and not up["final_test_rmse_better"]
+    ci = stats.ttest_rel(final[3], final[2]).confidence_interval(0.95)
+    assert (up["final_test_rmse_ci_lo"], up["final_test_rmse_ci_hi"]) == pytest.approx((ci.low, ci.high))  # > 100
+    assert report.delta_table(rep).set_index("to")["clear"].to_dict() == {"step=2": "improves", "step=3": "worsens"}
+    md = report.markdown(rep)
+    assert md.startswith("Objective: final test RMSE, lower is better. A negative Δ is an improvement.")
+    assert "final test RMSE (mean ± std)" in md and "accuracy" not in md and " pp" not in md
+    paths = report.write(rep, tmp_path / "r")
+    assert "lower is better" in paths["html"].read_text() and paths["png"].stat().st_size > 0

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import ablate
-from ablate import data, engine
+from ablate import data, engine, task
 from ablate.errors import ConfigError, DataError
 from ablate.kernels import ConvBlock
 from ablate.model import build_model
@@ -16,13 +16,15 @@ from ablate.model import build_model
 def test_a_job_trains_and_logs_everything(overrides, store):
     result = ablate.train(ablate.compose([*overrides, "step=7", "train.epochs=2"]))
     assert result.param_count == 6376 and not result.skipped
-    assert 0 <= result.best_test_acc <= 100 and result.best_epoch in (1, 2)
+    assert 0 <= result.objective <= 100 and result.best_epoch in (1, 2)
+    assert result.objective == result.summary["final_test_acc"]  # the default objective: final test accuracy
     run = mlflow.MlflowClient(store).get_run(result.run_id)
     assert run.info.status == "FINISHED"
     p, m = run.data.params, run.data.metrics
     assert p["norm"] == "bn_before_relu" and p["seed"] == "0" and p["step"] == "7"
     assert p["param_count"] == "6376" and m["param_count"] == 6376
-    assert m["best_test_acc"] == result.best_test_acc and m["final_test_acc"] == result.final_test_acc
+    assert m["best_test_acc"] == result.summary["best_test_acc"] and m["final_test_acc"] == result.objective
+    assert run.data.tags["ablate.objective.metric"] == "acc" and run.data.tags["ablate.objective.goal"] == "max"
     history = mlflow.MlflowClient(store).get_metric_history(result.run_id, "test_acc")
     assert sorted(h.step for h in history) == [1, 2]
     for key in ("train_loss", "train_acc", "test_loss", "lr", "epoch_seconds"):
@@ -54,7 +56,7 @@ def test_the_same_seed_gives_identical_metrics(overrides, store):
 def test_a_finished_config_is_skipped_and_force_reruns_it(overrides, store):
     first = ablate.train(ablate.compose(overrides))
     again = ablate.train(ablate.compose(overrides))
-    assert again.skipped and again.run_id == first.run_id and again.best_test_acc == first.best_test_acc
+    assert again.skipped and again.run_id == first.run_id and again.objective == first.objective
     forced = ablate.train(ablate.compose([*overrides, "force=true"]))
     assert not forced.skipped and forced.run_id != first.run_id
     changed = ablate.train(ablate.compose([*overrides, "train.lr=0.02"]))
@@ -102,7 +104,7 @@ def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout):
         if not fast:
             for group in state.opt.param_groups:
                 group["fused"], group["foreach"] = False, False
-        engine.fit(cfg, tensors, state, progress=False)
+        engine.fit(cfg, tensors, state, task.build(cfg), progress=False)
         histories.append(state.history)
     fast, plain = histories
     assert fast[-1]["train_loss"] < 0.9 * fast[0]["train_loss"]  # it learns

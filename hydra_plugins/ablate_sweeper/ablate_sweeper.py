@@ -32,7 +32,8 @@ class AblationSweeperConf:
     # merging into an empty struct dict would refuse the new keys
     factors: Any = None                  # name -> overrides (a list, or one string)
     order: Any = None                    # path: the order to apply the factors in (default: as listed)
-    # Adaptive seeds: {min: 3, max: 10, until: decisive, halfwidth: 0.05}; None: seeds from the command line
+    # Adaptive seeds: {min: 3, max: 10, until: decisive, halfwidth: 0.05}; None: seeds from the command line.
+    # halfwidth is in the objective's units (pp for an accuracy in %); the objective's column decides
     seeds: Any = None
     race: bool = False                   # greedy_path: drop clearly worse candidates early
     max_batch_size: int | None = None    # jobs handed to the launcher at once (None: all)
@@ -90,14 +91,17 @@ class AblationSweeper(Sweeper):
         from mlflow.tracking import MlflowClient
 
         from ablate import adaptive, designs, tracking
-        cfg, design, policy = self.config, plan.design, plan.policy
+        cfg, design = self.config, plan.design
+        # what decides and which way is better: the jobs' objective (every arm's, checked before the sweep)
+        objective = adaptive.objective_of(plan.jobs[0])
+        policy = plan.policy.for_objective(objective)
         uri = tracking.resolve_uri(cfg.tracking.uri)
         runner = adaptive.StoreRunner(design, plan.other, self.launch, uri, cfg.tracking.experiment, policy.metric)
         parent = os.environ.get(tracking.ENV_PARENT)
 
         def save(record: dict) -> None:
             spec = {**design.spec(), "arms": sorted(set(runner.arm_of.values())), "fingerprints": runner.arm_of,
-                    **record}
+                    "objective": asdict(objective), **record}
             text = json.dumps(spec)
             (sweep_dir / tracking.DESIGN_FILE).write_text(text)
             if parent:
@@ -110,9 +114,9 @@ class AblationSweeper(Sweeper):
 
         if design.kind == "greedy_path":
             log.info(f"Design {design.name} (greedy path): {len(design.factors)} factors, "
-                     f"{policy.min} seeds a candidate{', racing' if plan.race else ''}")
+                     f"{policy.min} seeds a candidate{', racing' if plan.race else ''}; {objective.describe()}")
             try:
-                found = adaptive.greedy_path(design, policy.min, run_and_save, plan.race)
+                found = adaptive.greedy_path(design, policy.min, run_and_save, plan.race, objective)
             except designs.DesignError as exc:  # every candidate of a round failed: the runs say why
                 log.error(f"ablate: {exc}")
             else:
@@ -120,8 +124,10 @@ class AblationSweeper(Sweeper):
                 log.info(f"Path found: {' -> '.join(found.path)} (order given: {' -> '.join(design.factors)})")
         else:
             arm_list = designs.arms(design)
+            units = f" {objective.units}" if objective.units else ""  # the half-width is in the metric's units
             log.info(f"Design {design.name} ({design.kind}): {len(arm_list)} arms, seeds {policy.min}..{policy.max} "
-                     f"until {policy.until} (half-width {policy.halfwidth} pp)")
+                     f"until {policy.until} (half-width {policy.halfwidth}{units} of {policy.metric}; "
+                     f"{objective.describe()})")
             study = adaptive.seed_rounds(policy, arm_list, adaptive.comparisons(design, arm_list), run_and_save)
             save({"adaptive": {"policy": asdict(policy), **study.record()}})
             for d in study.decisions:
