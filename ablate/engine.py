@@ -142,7 +142,8 @@ def _line(epoch: int, epochs: int, train: dict, test: dict, task: Task, n_test: 
     test_part = fmt(test, "test")
     if "test_acc" in test and task.kind == "classification":
         test_part = f"Accuracy: {round(test['test_acc'] * n_test / 100)}/{n_test} ({test['test_acc']:.2f}%)"
-        test_part += "".join(f", {k[5:]} {v:.4f}" for k, v in test.items() if k not in ("loss", "test_acc"))
+        rest = fmt({k: v for k, v in test.items() if k != "test_acc"}, "test")
+        test_part += f", {rest}" if rest else ""
     return (f"epoch {epoch}/{epochs}: train loss {train['loss']:.4f} {fmt(train, 'train')} | "
             f"Test set: Average loss: {test['loss']:.4f}, {test_part} | lr {lr:.5f} | {seconds:.1f}s")
 

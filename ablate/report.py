@@ -307,12 +307,13 @@ STATS_NOTE = ("Mean ± std over seeds. 95% intervals: t (cut to the metric's ran
 
 
 def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str = "", digits: int = 2) -> str:
-    """One line: how noisy the seeds are, and the smallest difference they could detect."""
+    """One line: how noisy the seeds are, and the smallest difference they could detect.
+    `metric`: what is measured, in words."""
     std = std.dropna()
     if std.empty:
         return "Noise floor: a single seed per configuration, so no estimate of seed noise."
     f = f".{digits}f"
-    line = (f"Noise floor ({metric.replace('_', ' ')}): seed-to-seed std per configuration "
+    line = (f"Noise floor ({metric}): seed-to-seed std per configuration "
             f"{std.min():{f}}–{std.max():{f}}{units} (median {std.median():{f}})")
     mdd = mdd.dropna()
     if len(mdd):
@@ -321,20 +322,24 @@ def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str 
     return line + "."
 
 
+def _words(o: Objective, metric: str) -> str:
+    return f"{o.select} test {o.label}" if metric == o.column else metric.replace("_", " ")
+
+
 def grid_noise(rep: Report, metric: str | None = None) -> str:
     o = rep.objective
     metric = metric or o.column
     mdd = rep.deltas.get(f"{metric}_mdd", pd.Series(dtype=float))
-    return noise_floor(rep.summary[f"{metric}_std"], int(rep.summary["n"].median()), mdd, metric, _units(o),
-                       digits(o, rep.summary[f"{metric}_std"]))
+    return noise_floor(rep.summary[f"{metric}_std"], int(rep.summary["n"].median()), mdd, _words(o, metric),
+                       _units(o), digits(o, rep.summary[f"{metric}_std"]))
 
 
 def design_noise(rep: effects.DesignReport, metric: str | None = None) -> str:
     o = rep.objective
     metric = metric or o.column
     mdd = rep.effects.get(f"{metric}_mdd", pd.Series(dtype=float))
-    return noise_floor(rep.arms[f"{metric}_std"], int(rep.arms["finished"].median()), mdd, metric, _units(o),
-                       digits(o, rep.arms[f"{metric}_std"]))
+    return noise_floor(rep.arms[f"{metric}_std"], int(rep.arms["finished"].median()), mdd, _words(o, metric),
+                       _units(o), digits(o, rep.arms[f"{metric}_std"]))
 
 
 def table(rep: Report) -> pd.DataFrame:

@@ -1,19 +1,22 @@
 """Adaptive studies on a fake training function with planted effects and seed noise
 (seconds, no training), then once for real through the sweeper, killed and rerun."""
+import json
 import os
 import signal
 import subprocess
 import sys
 import zlib
+from dataclasses import asdict
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-from ablate import adaptive, designs
+from ablate import adaptive, designs, effects, report
 from ablate.adaptive import SeedPolicy
 from ablate.designs import Design
+from ablate.metrics import Objective
 
 
 class FakeStore:
@@ -124,6 +127,56 @@ def test_a_killed_greedy_path_resumes_to_the_same_path():
     store.die_after = None
     again = adaptive.greedy_path(GREEDY, 3, store)
     assert again.record() == straight.record() and len(store.trained) == len(set(store.trained))
+
+
+RMSE = Objective("rmse", "min", "final", (0.0, None), "RMSE", "")
+
+
+def planted_rmse(arm):
+    """An RMSE, lower is better: c -30, a -20, b -5; d +10 alone (worse) but -25 once a
+    is in. Greedy by the objective finds c, a, d, b; by the largest gain it would take d."""
+    on = set(arm.applied)
+    return 100 - 30 * ("c" in on) - 20 * ("a" in on) - 5 * ("b" in on) + ("d" in on) * (-25 if "a" in on else 10)
+
+
+@pytest.mark.parametrize("race", [False, True])
+def test_the_greedy_path_takes_the_factor_that_lowers_a_min_objective_most(race):
+    store = FakeStore(planted_rmse, noise_sd=2.0)
+    found = adaptive.greedy_path(GREEDY, 4, store, race=race, objective=RMSE)
+    assert found.path == ("c", "a", "d", "b")
+    first = {c.factor: c for c in found.rounds[0].candidates}
+    assert first["c"].gain == pytest.approx(-30, abs=4) and first["d"].gain == pytest.approx(10, abs=4)
+    if race:  # d raises the RMSE: clearly worse than the leader c, so raced out
+        assert first["d"].dropped_at is not None and first["c"].dropped_at is None
+
+
+def test_the_halfwidth_is_in_the_metrics_own_units_and_the_report_says_so():
+    """RMSE-scale values (~150, seed noise 2): a half-width of 5.0 RMSE is reached after
+    a few more seeds and decides `precise`; nothing speaks of percentage points."""
+    planted = {"baseline": 150.0, "clear": 150.5, "close": 149.0}
+    store = FakeStore(lambda arm: planted[arm.name], noise_sd=2.0)
+    policy = SeedPolicy.from_config({"min": 3, "max": 30, "until": "precise", "halfwidth": 5.0})
+    assert policy.metric is None  # the objective's, once the sweeper knows it
+    policy = policy.for_objective(RMSE)
+    assert policy.metric == "final_test_rmse"
+    study = loo_study(store, policy)
+    assert {d.status for d in study.decisions} == {"precise"}
+    assert all(3 < d.n < 30 and (d.hi - d.lo) / 2 <= 5.0 for d in study.decisions)
+    assert not any("pp" in d.reason for d in study.decisions)
+    with pytest.raises(designs.DesignError, match="decide on final_test_rmse"):
+        SeedPolicy(metric="final_test_acc").for_objective(RMSE)
+    # the report of this study, as the sweeper records it, says the target in the metric's units
+    arm_list = designs.arms(LOO)
+    runs = pd.DataFrame([{"run_id": f"{a}-{s}", "status": "FINISHED", "start_time": i, "params.seed": str(s),
+                          "tags.ablate.fingerprint": f"{a}-{s}", "metrics.final_test_rmse": v,
+                          "metrics.best_test_rmse": v, "metrics.param_count": 10.0}
+                         for i, ((a, s), v) in enumerate(store.results.items())])
+    spec = {**LOO.spec(), "arms": [a.name for a in arm_list], "fingerprints": {f"{a}-{s}": a for a, s in store.results},
+            "objective": asdict(RMSE), "adaptive": {"policy": asdict(policy), **study.record()}}
+    rep = effects.analyse(runs, json.loads(json.dumps(spec)))
+    line = report.adaptive_line(rep)
+    assert "±5.0 (in final_test_rmse's own units)" in line and "pp" not in line
+    assert report.design_markdown(rep).startswith("Objective: final test RMSE, lower is better.")
 
 
 def test_greedy_factors_must_not_share_a_key():

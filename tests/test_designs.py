@@ -1,7 +1,11 @@
 """Ablation designs as plain functions (arms, jobs, checks) and their effects, computed
 on runs with known metric values."""
+import ast
 import itertools
 import json
+import re
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,8 +13,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 import ablate
-from ablate import config, designs, effects, stats, tracking
+from ablate import adaptive, config, designs, effects, report, stats, tracking
 from ablate.designs import Design, DesignError
+from ablate.metrics import Objective
 
 LOO = Design("loo", "leave_one_out", ["step=7"], {"batchnorm": ["norm=none"], "rotation": ["augmentation=none"]})
 
@@ -92,9 +97,12 @@ def test_the_design_node_is_a_tag_not_part_of_the_config():
 
 # --- effects on runs with known values ------------------------------------------------
 
-def runs_frame(design: Design, value, seeds=(0, 1, 2), failed=()) -> tuple[pd.DataFrame, dict]:
+def runs_frame(design: Design, value, seeds=(0, 1, 2), failed=(), objective=None) -> tuple[pd.DataFrame, dict]:
     """A runs DataFrame as mlflow.search_runs gives it, one run per arm and seed, with
-    final (and best = final + 0.1) accuracy from value(arm, seed); and the spec."""
+    final (and best = final + 0.1) value of the objective's metric (default: accuracy,
+    untagged as before objectives) from value(arm, seed); and the spec."""
+    m = objective.metric if objective else "acc"
+    tags = {f"tags.{k}": v for k, v in objective.tags().items()} if objective else {}
     rows, arm_of = [], {}
     for arm in designs.arms(design):
         for seed in seeds:
@@ -105,8 +113,8 @@ def runs_frame(design: Design, value, seeds=(0, 1, 2), failed=()) -> tuple[pd.Da
             rows.append({"run_id": fp, "status": "FAILED" if bad else "FINISHED", "start_time": len(rows),
                          "tags.ablate.fingerprint": fp, "params.seed": str(seed),
                          "tags.ablate.error": "FloatingPointError: training diverged" if bad else None,
-                         "metrics.final_test_acc": acc, "metrics.best_test_acc": acc + 0.1,
-                         "metrics.param_count": 100.0})
+                         f"metrics.final_test_{m}": acc, f"metrics.best_test_{m}": acc + 0.1,
+                         "metrics.param_count": 100.0, **tags})
     spec = {**design.spec(), "arms": [a.name for a in designs.arms(design)], "fingerprints": arm_of}
     return pd.DataFrame(rows), json.loads(json.dumps(spec))
 
@@ -191,11 +199,61 @@ def test_a_failed_arm_is_part_of_the_answer():
     assert any("batchnorm: 3 of 3" in n for n in rep.notes)
 
 
-def test_intervals_respect_the_range_of_an_accuracy():
-    lo, hi = stats.t_interval([99.9, 99.2, 100.0], stats.ACCURACY)
+def test_intervals_respect_the_range_of_the_metric_and_only_where_it_has_one():
+    lo, hi = stats.t_interval([99.9, 99.2, 100.0], Objective().bounds)
     assert hi == 100.0 and lo > 98
     blo, bhi = stats.bootstrap_interval([39.0, 45.0, 50.0])
     assert 39.0 <= blo <= bhi <= 50.0
+    free = stats.t_interval([0.1, 0.9, 0.2])
+    assert stats.clip(*free, (0.0, None)) == (0.0, free[1]) and free[0] < 0  # an RMSE: cut below, open above
+    assert stats.clip(-3.0, 5.0, (None, 1.0)) == (-3.0, 1.0)  # an R²
+    assert stats.clip(-300.0, 300.0, None) == (-300.0, 300.0)
+
+
+RMSE = Objective("rmse", "min", "final", (0.0, None), "RMSE", "")
+
+
+def test_a_regression_design_reports_rmse_lower_is_better_with_intervals_not_cut_to_accuracy():
+    """Leave-one-out on RMSE (50..200): without batchnorm the RMSE goes from ~60 to ~190,
+    so its contribution (baseline - without) is about -130, an improvement; without
+    rotation it drops to ~50, so rotation's +10 is a worsening. Intervals in RMSE, uncut."""
+    truth = {"baseline": 60.0, "batchnorm": 190.0, "rotation": 50.0}
+    value = lambda arm, s: truth[arm.name] + 20 * NOISE[(arm.name, s)]  # noqa: E731  seed noise of about 1
+    runs, spec = runs_frame(LOO, value, objective=RMSE)
+    rep = effects.analyse(runs, spec)  # the objective from the runs' tags
+    assert rep.objective == RMSE
+    e = rep.effects.set_index("effect")
+    base = np.array([value(designs.arms(LOO)[0], s) for s in range(3)])
+    without = np.array([truth["batchnorm"] + 20 * NOISE[("batchnorm", s)] for s in range(3)])
+    ci = scipy_stats.ttest_rel(base, without).confidence_interval(0.95)
+    bn = e.loc["batchnorm"]
+    assert bn["final_test_rmse_delta"] == pytest.approx(np.mean(base - without)) and bn["final_test_rmse_delta"] < -100
+    assert (bn["final_test_rmse_ci_lo"], bn["final_test_rmse_ci_hi"]) == pytest.approx((ci.low, ci.high))
+    assert bn["final_test_rmse_clear"] and bn["final_test_rmse_better"]
+    assert e.loc["rotation", "final_test_rmse_clear"] and not e.loc["rotation", "final_test_rmse_better"]
+    arm = rep.arms.set_index("arm").loc["batchnorm"]
+    lo, hi = scipy_stats.t.interval(0.95, 2, loc=without.mean(), scale=scipy_stats.sem(without))
+    assert (arm["final_test_rmse_ci_lo"], arm["final_test_rmse_ci_hi"]) == pytest.approx((lo, hi)) and hi > 100
+    md = report.design_markdown(rep)
+    assert md.startswith("Objective: final test RMSE, lower is better. A negative Δ is an improvement.")
+    verdict = report.verdict(rep)
+    assert "final test RMSE, lower is better" in verdict and " pp" not in md and "accuracy" not in md
+    assert re.search(r"batchnorm \(-1[23]\d\.\d+, improves\)", verdict), verdict
+    assert re.search(r"rotation \(\+\d+\.\d+, worsens\)", verdict), verdict
+    # a design.json's objective (as the sweep records it) is what the report reads
+    untagged = runs.drop(columns=[c for c in runs if c.startswith("tags.ablate.objective")])
+    again = effects.analyse(untagged, {**spec, "objective": json.loads(json.dumps(asdict(RMSE)))})
+    assert again.objective == RMSE
+    assert again.effects["final_test_rmse_delta"].tolist() == rep.effects["final_test_rmse_delta"].tolist()
+
+
+def test_designs_never_imports_adaptive():
+    """adaptive imports designs; a plan holds a SeedPolicy, which therefore lives in designs."""
+    tree = ast.parse(Path(designs.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "ablate.adaptive" not in imported
+    assert adaptive.SeedPolicy is designs.SeedPolicy
 
 
 def test_holm_matches_the_step_down_rule():

@@ -205,13 +205,14 @@ def test_a_min_objective_calls_a_decrease_an_improvement_and_its_intervals_are_n
     s = rep.summary.set_index("config").loc["step=1"]
     ci = stats.t.interval(0.95, 2, loc=np.mean(final[1]), scale=stats.sem(final[1]))
     assert (s["final_test_rmse_ci_lo"], s["final_test_rmse_ci_hi"]) == pytest.approx(ci)  # above 100, uncut
-    d = rep.deltas.set_index("to")
-    down, up = d.loc["step=2"], d.loc["step=3"]
+    d = rep.deltas.set_index(["from", "to"])
+    down, up = d.loc[("step=1", "step=2")], d.loc[("step=2", "step=3")]
     assert down["final_test_rmse_delta"] < 0 and down["final_test_rmse_clear"] and down["final_test_rmse_better"]
     assert up["final_test_rmse_delta"] > 0 and up["final_test_rmse_clear"] and not up["final_test_rmse_better"]
     ci = stats.ttest_rel(final[3], final[2]).confidence_interval(0.95)
     assert (up["final_test_rmse_ci_lo"], up["final_test_rmse_ci_hi"]) == pytest.approx((ci.low, ci.high))  # > 100
-    assert report.delta_table(rep).set_index("to")["clear"].to_dict() == {"step=2": "improves", "step=3": "worsens"}
+    shown = report.delta_table(rep).set_index(["from", "to"])["clear"]
+    assert (shown[("step=1", "step=2")], shown[("step=2", "step=3")]) == ("improves", "worsens")
     md = report.markdown(rep)
     assert md.startswith("Objective: final test RMSE, lower is better. A negative Δ is an improvement.")
     assert "final test RMSE (mean ± std)" in md and "accuracy" not in md and " pp" not in md

@@ -5,7 +5,16 @@ import json
 import mlflow
 
 from ablate import ui
+from ablate.metrics import Objective
 from conftest import run_cli
+
+
+def test_the_view_sorts_by_the_objective_best_first_whichever_way_is_better():
+    rmse = Objective("rmse", "min", "best", (0.0, None), "RMSE", "")
+    state = ui.view_state(["r1", "r2"], "abc", ["norm"], rmse)
+    assert state["selectedColumns"] == ["params.`norm`", "metrics.`best_test_rmse`", "metrics.`final_test_rmse`",
+                                        "metrics.`param_count`"]
+    assert state["orderByKey"] == "metrics.`best_test_rmse`" and state["orderByAsc"] is True  # lowest first
 
 
 def test_a_sweep_writes_a_view_of_its_runs_and_prints_the_links(tmp_path, tiny_data):
@@ -22,7 +31,10 @@ def test_a_sweep_writes_a_view_of_its_runs_and_prints_the_links(tmp_path, tiny_d
     assert sorted(r.info.run_name for r in jobs) == sorted(f"norm={n},seed={s}" for n in ("none", "bn_before_relu")
                                                           for s in (0, 1))
     assert state["selectedColumns"][:2] == ["params.`norm`", "params.`seed`"]
-    assert "metrics.`best_test_acc`" in state["selectedColumns"] and state["orderByKey"] == "metrics.`best_test_acc`"
+    # the objective's column first (final test accuracy: these runs' default), the best run on top
+    assert state["selectedColumns"][2:] == ["metrics.`final_test_acc`", "metrics.`best_test_acc`",
+                                            "metrics.`param_count`"]
+    assert state["orderByKey"] == "metrics.`final_test_acc`" and state["orderByAsc"] is False
     share = key[len(ui.SHARED_VIEW):]
     assert f"viewStateShareKey={share}" in out.stdout and "python -m ablate.ui" in out.stdout
     # a rerun skips every job; its view still shows them (by id), not an empty table

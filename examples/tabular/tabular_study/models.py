@@ -1,0 +1,27 @@
+"""A plain torch MLP for feature vectors."""
+from __future__ import annotations
+
+from torch import nn
+
+
+class MLP(nn.Module):
+    """`depth` hidden layers of `hidden` units: Linear -> (BatchNorm1d) -> ReLU -> (Dropout),
+    then a linear head with `outputs` units (classes, or regression targets)."""
+
+    def __init__(self, features: int, outputs: int, hidden: int = 64, depth: int = 2,
+                 batchnorm: bool = True, dropout: float = 0.0):
+        super().__init__()
+        layers, width = [], features
+        for _ in range(depth):
+            layers.append(nn.Linear(width, hidden))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(hidden))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = hidden
+        layers.append(nn.Linear(width, outputs))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):  # [N, features] -> [N, outputs]
+        return self.net(x)
