@@ -175,6 +175,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("grace_s", "heartbeat_s"):
         _check(isinstance(tr[key], (int, float)) and tr[key] > 0, f"tracking.{key}", "must be a number > 0", tr[key])
     m = cfg.model
+    if "_target_" in m and cfg.norm.name != "none" and "${norm" not in OmegaConf.to_yaml(m):
+        raise ConfigError(f"norm={cfg.norm.name} changes nothing: model={m.name} does not read it. Pass it to your "
+                          f"model (`norm: ${{norm.name}}` in its option), or leave norm at none.")
     if "_target_" not in m:  # a block list: the builder's own keys
         missing = [k for k in ("blocks", "head", "dropout") if k not in m]
         if missing:

@@ -461,11 +461,28 @@ def check(cfg) -> int:
                           f"has only {n} {noun}. Fix it with `data.train_subset=<1..{n}>`.")
     if train.kind == "image":
         derived["mean"], derived["std"] = _stats(d, train)
+    _unread(cfg, train, derived)
     with open_dict(d):
         for key, value in derived.items():
             if d.get(key) is None:
                 d[key] = value
     return n
+
+
+def _unread(cfg, train: Split, derived: dict) -> None:
+    """A data key set for data it does not apply to would fork the config and change
+    nothing: refused, naming what the data is."""
+    d = cfg.data
+    for key in ("features", "seq_len", "vocab_size", "targets", "num_classes"):
+        if d.get(key) is not None and key not in derived:
+            raise ConfigError(f"data.{key}={d[key]} does not apply: data={d.name} gives {train.kind} inputs and "
+                              f"{train.target_kind} targets. Remove it (set it to null).")
+    if d.get("standardize") is False and train.kind != "features":
+        raise ConfigError(f"data.standardize=false does not apply: it standardises feature vectors, and "
+                          f"data={d.name} gives {train.kind} inputs. Remove it.")
+    if cfg.task.get("ignore_index") is not None and cfg.task.kind != "sequence":
+        raise ConfigError(f"task.ignore_index={cfg.task.ignore_index} does not apply to task={cfg.task.name}: "
+                          f"only a sequence task skips target positions. Remove it (set it to null).")
 
 
 # ----------------------------------------------------------------------------- on the device

@@ -109,11 +109,13 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
         if spec["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         state = engine.State(model, opt, sched, per_batch)
+        from ablate import task as task_mod
         from ablate.augment import Augment
+        the_task = task_mod.build(cfg).to(dev)
         aug = Augment(cfg.augmentation, tensors.mean, tensors.std)
         start = time.perf_counter()
         with torch.profiler.profile() if profile else contextlib.nullcontext() as prof:
-            engine.train_epoch(state, tensors, aug, cfg.train.batch_size, None)
+            engine.train_epoch(state, tensors, aug, the_task, cfg.train.batch_size, None)
         if profile:  # where a training step's time goes, per op, on stderr
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
         if dev.type == "cuda":

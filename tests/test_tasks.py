@@ -130,6 +130,10 @@ def test_a_sequence_task_learns_a_pattern_in_bits_per_token(store, conf):
     (["+task.metrics.r={_target_: torchmetrics.regression.PearsonCorrCoef}"],
      "task.metrics.r: torchmetrics.regression.PearsonCorrCoef does not say which way is better"),
     (["+model.hidden_sizes=[4]"], "model=mlp: cannot build test_tasks.mlp: "),
+    (["data.vocab_size=50"], "data.vocab_size=50 does not apply: data=linear gives features inputs and float targets"),
+    (["data.num_classes=3"], "data.num_classes=3 does not apply"),
+    (["task.ignore_index=0"], "task.ignore_index=0 does not apply to task=regression"),
+    (["norm=bn_before_relu"], "norm=bn_before_relu changes nothing: model=mlp does not read it"),
 ])
 def test_data_that_does_not_fit_the_task_is_one_line(store, conf, extra, needle):
     with pytest.raises(ConfigError) as err:
