@@ -54,7 +54,8 @@ def test_the_example_project_sweeps_real_digits_with_the_parallel_launcher(tmp_p
 def test_submitit_workers_import_the_users_module(tmp_path):
     db = tmp_path / "mlflow.db"
     out = run_cli(["--config-dir", "conf", "-m", "hydra/launcher=submitit_local", "experiment=digits",
-                   "model=resnet,mlp", "norm=none", "train.epochs=1", f"tracking.uri=sqlite:///{db}", "report.auto=false",
+                   "model=resnet,mlp", "norm=none", "train.epochs=1", f"tracking.uri=sqlite:///{db}",
+                   "report.auto=false",
                    f"hydra.sweep.dir={tmp_path / 'multirun'}", "progress=false"], cwd=EXAMPLE, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     df = runs_in(db)
