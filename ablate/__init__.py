@@ -16,6 +16,7 @@ The package reads as the story of a job, then of a study:
     tracking    the MLflow store: checks, run names, owners, outages
     run         one run's life: claim or resume, log through an outage, close FINISHED/KILLED/FAILED
     job         one job from config to MLflow: check -> claim -> build -> fit -> close
+    study       your own training loop, `train(cfg, run) -> dict`, tracked like the engine's jobs
     callbacks   sweep-level work in Hydra's callback: pre-flight, parent run, summary, links
     designs     ablation designs (baseline + factors) as jobs; the sweeper plugin beside
                 the callbacks (hydra_plugins/ablate_sweeper) runs them
@@ -29,6 +30,7 @@ from ablate.config import compose
 from ablate.errors import ConfigError, DataError
 from ablate.job import Result, train
 from ablate.model import build_model, param_count
+from ablate.study import Run, main
 
-__all__ = ["ConfigError", "DataError", "Result", "build_model", "compose", "param_count", "train"]
+__all__ = ["ConfigError", "DataError", "Result", "Run", "build_model", "compose", "main", "param_count", "train"]
 __version__ = "0.1.0"

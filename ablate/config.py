@@ -80,8 +80,10 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path 
     if config_dir is not None:  # what --config-dir does: the user's conf/ goes on the search path
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     try:
-        if GlobalHydra.instance().is_initialized():  # inside a Hydra app already
-            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app already: its own primary config
+            from hydra.core.hydra_config import HydraConfig
+            name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "config"
+            cfg = hydra_compose(name or "config", overrides=overrides, return_hydra_config=True)
         else:
             with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
                 cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)

@@ -117,7 +117,8 @@ def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict, objective: Obj
         row = {**stratum, "arm": arm.name, "applied": "+".join(arm.applied), "runs": len(mine),
                "finished": len(done), "failed": len(failed), "error": "; ".join(errors)[:300],
                "seeds": ",".join(str(s) for s in sorted(done["seed"])),
-               "param_count": int(done["metrics.param_count"].iloc[0]) if len(done) else math.nan,
+               "param_count": int(done["metrics.param_count"].iloc[0])
+               if len(done) and pd.notna(done.get("metrics.param_count", pd.Series([math.nan])).iloc[0]) else math.nan,
                "overrides": " ".join(arm.overrides)}
         if design.kind == "factorial":
             row.update({f"level.{f}": v for f, v in design.levels(arm).items()})

@@ -36,6 +36,9 @@ def check(cfg) -> str:
     values, the store, the device, the data (read once, checked against the task, its
     shape filled into the config), the task's loss, metrics and objective, and the
     model against that data. Returns the fingerprint that names its runs."""
+    if "task" not in cfg:  # a user's own training loop (ablate.study): its config is its own
+        from ablate import study
+        return study.check(cfg)
     try:
         config.validate(cfg)
         tracking.check_store(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment)

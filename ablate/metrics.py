@@ -201,21 +201,22 @@ class Objective:
     bounds: tuple[float | None, float | None] = (0.0, 100.0)
     label: str = "accuracy"
     unit: str = "%"
+    split: str = "test"   # the engine's metrics are per split; "none": a user's loop names them whole
+
+    @property
+    def history(self) -> str:
+        """The per-epoch metric: `test_acc` (or a user loop's own name, `val_loss`)."""
+        return self.metric if self.split == "none" else f"{self.split}_{self.metric}"
 
     @property
     def column(self) -> str:
         """The run's summary metric in MLflow: `final_test_acc`, `best_test_rmse`."""
-        return f"{self.select}_test_{self.metric}"
+        return f"{self.select}_{self.history}"
 
     @property
     def other(self) -> str:
         """The other selection's summary metric, shown beside."""
-        return f"{'best' if self.select == 'final' else 'final'}_test_{self.metric}"
-
-    @property
-    def history(self) -> str:
-        """The per-epoch metric: `test_acc`."""
-        return f"test_{self.metric}"
+        return f"{'best' if self.select == 'final' else 'final'}_{self.history}"
 
     @property
     def sign(self) -> float:
@@ -248,7 +249,8 @@ class Objective:
     def describe(self) -> str:
         """`final test accuracy (%), higher is better`."""
         unit = f" ({self.unit})" if self.unit else ""
-        return f"{self.select} test {self.label}{unit}, {self.direction}"
+        split = "" if self.split == "none" else f" {self.split}"
+        return f"{self.select}{split} {self.label}{unit}, {self.direction}"
 
     def improvement(self) -> str:
         """Which sign of an effect is the better one, in words."""
@@ -257,7 +259,8 @@ class Objective:
 
     def tags(self) -> dict[str, str]:
         return {f"{TAG}.metric": self.metric, f"{TAG}.goal": self.goal, f"{TAG}.select": self.select,
-                f"{TAG}.bounds": _bounds_text(self.bounds), f"{TAG}.label": self.label, f"{TAG}.unit": self.unit}
+                f"{TAG}.bounds": _bounds_text(self.bounds), f"{TAG}.label": self.label, f"{TAG}.unit": self.unit,
+                f"{TAG}.split": self.split}
 
     @classmethod
     def from_tags(cls, tags: Mapping) -> Objective:
@@ -268,7 +271,8 @@ class Objective:
             return cls()
         bounds = tuple(None if b == "" else float(b) for b in str(get("bounds") or ",").split(","))
         return cls(str(get("metric")), str(get("goal")), str(get("select")), bounds,  # type: ignore[arg-type]
-                   str(get("label") or get("metric")), "" if get("unit") in (None, "nan") else str(get("unit")))
+                   str(get("label") or get("metric")), "" if get("unit") in (None, "nan") else str(get("unit")),
+                   str(get("split") or "test"))
 
     @classmethod
     def from_runs(cls, runs) -> Objective:
@@ -292,6 +296,9 @@ def objective(cfg, metrics: Mapping[str, Metric] | None = None) -> Objective:
     """The config's objective, checked against the task's metrics (built when not given).
     Raises ConfigError naming the key."""
     o = cfg.objective
+    if "task" not in cfg:  # a user's own loop declares its metric whole (ablate.study)
+        from ablate.study import declared_objective
+        return declared_objective(cfg)
     if metrics is None:
         from ablate.task import metric_specs
         metrics = metric_specs(cfg)

@@ -162,7 +162,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         raise ReportError(f"--order {order}: no such param. Params that vary: {', '.join(keys) or 'none'}.")
     df = pd.DataFrame({
         "seed": effects.pair_key(runs),
-        "param_count": runs["metrics.param_count"],
+        "param_count": runs.get("metrics.param_count", pd.Series(math.nan, index=runs.index)),  # a user loop may not say
         "best_epoch": runs["metrics.best_epoch"],
         **{m: runs[f"metrics.{m}"] for m in metrics},
         "all": "all runs",
@@ -178,7 +178,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         members[label] = g
         row = {"config": label, **{k: values[k] for k in keys}, "n": len(g),
                "seeds": ",".join(str(s) for s in sorted(g["seed"])),
-               "param_count": int(g["param_count"].iloc[0])}
+               "param_count": _count(g["param_count"].iloc[0])}
         if g["param_count"].nunique() > 1:
             notes.append(f"{label}: runs disagree on param_count ({sorted(g['param_count'].unique())})")
         for m in metrics:
@@ -206,7 +206,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         pairs = [(labels[0], label, "baseline") for label in labels[1:]]
     for a, b, kind in pairs:
         row = {"from": a, "to": b, "vs": kind,
-               "delta_params": int(members[b]["param_count"].iloc[0] - members[a]["param_count"].iloc[0]),
+               "delta_params": _count(members[b]["param_count"].iloc[0] - members[a]["param_count"].iloc[0]),
                "changed": changed(first_params[a], first_params[b], skip=(order,))}
         for m in metrics:
             row.update({f"{m}_{k}": v for k, v in compare(members[a], members[b], m, objective.delta_bounds).items()})
@@ -223,6 +223,11 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         variance = pd.concat([effects.variance_by_source(runs.loc[g.index], objective.column).assign(config=label)
                               for label, g in members.items()], ignore_index=True)
     return Report(runs, summary, deltas, keys, notes, variance, objective)
+
+
+def _count(value) -> float:
+    """A parameter count as an int; NaN where the runs did not log one."""
+    return math.nan if pd.isna(value) else int(value)
 
 
 def _params_of(runs: pd.DataFrame, group: pd.DataFrame) -> dict:

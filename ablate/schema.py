@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ablate.errors import ConfigError
 
@@ -135,7 +135,7 @@ def _refuse(key: str, allowed, what: str) -> ConfigError:
                        f"prints every key).")
 
 
-def _typed(node: DictConfig, prefix: str) -> None:
+def typed(node: DictConfig, prefix: str) -> None:
     """Every key of a dataclass-typed node is one of its fields; recursively."""
     kind = OmegaConf.get_type(node)
     if not (isinstance(kind, type) and dataclasses.is_dataclass(kind)):
@@ -147,7 +147,7 @@ def _typed(node: DictConfig, prefix: str) -> None:
             raise _refuse(dotted, fields, prefix or "the config's top level")
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
-            _typed(child, dotted)
+            typed(child, dotted)
 
 
 def _option(cfg: DictConfig, group: str) -> None:
@@ -186,7 +186,7 @@ def _block_model(model: DictConfig) -> None:
 
 def check_keys(cfg: DictConfig) -> None:
     """Raise ConfigError for the first key that nothing reads."""
-    _typed(cfg, "")
+    typed(cfg, "")
     for group in OPTION_KEYS:
         _option(cfg, group)
     model = cfg.get("model")
@@ -200,6 +200,3 @@ def check_keys(cfg: DictConfig) -> None:
             raise _refuse(f"data.{extra[0]}", RESERVED, f"data={data.get('name')}, whose splits are built by "
                           f"data.train and data.test (put a split's arguments in its node)")
 
-
-def is_list(value) -> bool:
-    return isinstance(value, (list, tuple, ListConfig))
