@@ -162,7 +162,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         raise ReportError(f"--order {order}: no such param. Params that vary: {', '.join(keys) or 'none'}.")
     df = pd.DataFrame({
         "seed": effects.pair_key(runs),
-        "param_count": runs.get("metrics.param_count", pd.Series(math.nan, index=runs.index)),  # a user loop may not say
+        "param_count": runs.get("metrics.param_count", pd.Series(math.nan, index=runs.index)),  # a user loop: maybe
         "best_epoch": runs["metrics.best_epoch"],
         **{m: runs[f"metrics.{m}"] for m in metrics},
         "all": "all runs",
