@@ -117,3 +117,51 @@ def test_an_objective_without_a_direction_is_refused_before_any_run(tmp_path):
     with pytest.raises(ablate.ConfigError, match="say which way acc is better"):
         study.check(cfg_for(tmp_path, goal=None))
     assert not (tmp_path / "m.db").exists()
+
+
+@pytest.mark.slow
+def test_a_lightning_module_runs_a_design_through_the_run_callback(tmp_path):
+    db = tmp_path / "mlflow.db"
+    out = script(["-m", "ablation=loo", "seed=0,1", "epochs=2", f"tracking.uri=sqlite:///{db}",
+                  f"hydra.sweep.dir={tmp_path / 'multirun'}"], cwd=REPO / "examples" / "lightning")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    df = child_runs(db)
+    assert len(df) == 8 and set(df["status"]) == {"FINISHED"} and (df["metrics.best_epoch"] >= 1).all()
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    for run_id in df["run_id"]:  # each epoch logged once, through ablate, from Lightning's metrics
+        assert sorted(m.step for m in client.get_metric_history(run_id, "test_acc")) == [1, 2]
+        assert len(client.get_metric_history(run_id, "train_loss")) == 2
+    assert (tmp_path / "multirun" / "report" / "report.md").exists()
+
+
+def test_lightning_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
+    """Stopped after epoch 2 of 4 (a SIGTERM-like interruption), the rerun hands Lightning
+    its checkpoint: epochs 3 and 4 train, and the run holds epochs 1..4 once each."""
+    monkeypatch.syspath_prepend(str(REPO / "examples" / "lightning"))
+    import lightning as L
+    from lit_study import LitMLP, loaders
+
+    from ablate.lightning import RunCallback
+    from ablate.run import Interrupted
+    started = []
+
+    def fit(cfg, run):
+        started.append(run.epoch)
+        class Stop(L.Callback):
+            def on_train_epoch_end(self, trainer, module):
+                if trainer.current_epoch + 1 == 2 and len(started) == 1:
+                    raise Interrupted("preempted")
+        trainer = L.Trainer(max_epochs=4, callbacks=[RunCallback(run), Stop()], logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            accelerator="cpu")
+        trainer.fit(LitMLP(), *loaders(64), ckpt_path=RunCallback.resume_from(run))
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    cfg = cfg_for(tmp_path, metric="test_acc")
+    with pytest.raises(Interrupted):
+        study.run(fit, cfg)
+    study.run(fit, cfg)
+    assert started == [0, 2]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    run = client.search_runs(["1"])[0]
+    assert run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "test_acc")) == [1, 2, 3, 4]
