@@ -1,10 +1,10 @@
 """A LightningModule trained by Lightning's own Trainer, as an ablate study: ablate's
 run handle joins the Trainer as a callback (ablate.lightning.RunCallback)."""
 import lightning as L
+from lit_study import LitMLP, loaders
 
 import ablate
 from ablate.lightning import RunCallback
-from lit_study import LitMLP, loaders
 
 
 @ablate.main(config_path="conf", config_name="config")
