@@ -67,7 +67,7 @@ BUILTINS: dict[str, Builtin] = {
     "rmse": Builtin("RMSE", "min", (0.0, None), "", ("regression",), True),
     "mae": Builtin("MAE", "min", (0.0, None), "", ("regression",), True),
     "r2": Builtin("R²", "max", (None, 1.0), "", ("regression",), False),
-    "bpc": Builtin("bits per token", "min", (0.0, None), "bits", ("sequence",), True),
+    "bpc": Builtin("bits per token", "min", (0.0, None), "", ("sequence",), True),
     "ppl": Builtin("perplexity", "min", (1.0, None), "", ("sequence",), False),
 }
 
@@ -245,6 +245,11 @@ class Objective:
     @property
     def units(self) -> str:
         return {"%": "pp", "": ""}.get(self.unit, self.unit)
+
+    def named(self, select: str | None = None) -> str:
+        """`final test accuracy`, `best RMSE`: the selection, the split (an engine's), the label."""
+        split = "" if self.split == "none" else f" {self.split}"
+        return f"{select or self.select}{split} {self.label}"
 
     def describe(self) -> str:
         """`final test accuracy (%), higher is better`."""

@@ -253,7 +253,7 @@ def objective_line(o: Objective) -> str:
 
 def _name(o: Objective, select: str | None = None) -> str:
     """A column's name in a header: `final test accuracy %`, `best test RMSE`."""
-    return f"{select or o.select} test {o.label}" + (f" {o.unit}" if o.unit else "")
+    return o.named(select) + (f" {o.unit}" if o.unit else "")
 
 
 def _other(o: Objective) -> str:
@@ -328,7 +328,7 @@ def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str 
 
 
 def _words(o: Objective, metric: str) -> str:
-    return f"{o.select} test {o.label}" if metric == o.column else metric.replace("_", " ")
+    return o.named() if metric == o.column else metric.replace("_", " ")
 
 
 def grid_noise(rep: Report, metric: str | None = None) -> str:
@@ -373,7 +373,7 @@ def variance_table(rep: Report) -> pd.DataFrame:
     v, o = rep.variance, rep.objective
     dg = digits(o, v["std"]) + 1
     return pd.DataFrame({"config": v["config"], "source": v["source"], "runs": v["runs"], "df": v["df"],
-                         f"std of {o.select} test {o.label}" + (f" ({o.units})" if o.units else ""):
+                         f"std of {o.named()}" + (f" ({o.units})" if o.units else ""):
                              v["std"].map(lambda x: f"{x:.{dg}f}")})
 
 
@@ -496,7 +496,7 @@ def verdict(rep: effects.DesignReport) -> str:
         return ", ".join(f"{r['effect']} ({r[f'{h}_delta']:+.{dg}f}{_units(o)}"
                          + (f", {_clear(True, r[f'{h}_better'])})" if say else ")")
                          for _, r in rows.iterrows()) or "none"
-    line = (f"Clear of seed noise ({o.select} test {o.label}, {o.direction}; Holm-adjusted p < 0.05 over {len(e)} "
+    line = (f"Clear of seed noise ({o.named()}, {o.direction}; Holm-adjusted p < 0.05 over {len(e)} "
             f"effects and bootstrap interval excluding 0): {fmt(clear, True)}. Not clear: {fmt(unclear, False)}.")
     if len(known) < len(e):
         line += f" Not computed (failed arms): {', '.join(e[e[f'{h}_delta'].isna()]['effect'])}."
