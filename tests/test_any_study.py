@@ -115,7 +115,7 @@ def bad_study(tmp_path_factory):
     (["model._target_=badstudy.NotAModule"], "gave a NotAModule, not a torch.nn.Module"),
     (["data._target_=badstudy.NotADataset"], "gave a NotADataset, which is not a data set"),
     (["data._target_=nowhere.Data"], "data=images: cannot build nowhere.Data"),
-    (["+data.pairs=false"], "item 0 is a Tensor, not an (image, label) pair"),
+    (["+data.pairs=false"], "item 0 is a Tensor, not an (input, target) pair"),
     (["+data.top_label=12"], "label 10 of item 10"),
     (["+model.out=7"], "the model gives (2, 7) for a batch of 2; it must give logits of shape (2, 10)"),
     (["+model.flat=784"], "the model rejects a [2, 1, 8, 8] batch"),
