@@ -78,7 +78,7 @@ class Design:
     name: str | None = None
     kind: str | None = None
     arm: str | None = None
-    levels: dict[str, str] | None = None
+    levels: Any = None  # factor -> on/off; untyped: the sweeper's override merges a dict onto null
 
 
 @dataclass

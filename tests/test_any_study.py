@@ -117,8 +117,8 @@ def bad_study(tmp_path_factory):
     (["data._target_=nowhere.Data"], "data=images: cannot build nowhere.Data"),
     (["+data.pairs=false"], "item 0 is a Tensor, not an (input, target) pair"),
     (["+data.top_label=12"], "label 10 of item 10"),
-    (["+model.out=7"], "the model gives (2, 7) for a batch of 2; it must give logits of shape (2, 10)"),
-    (["+model.flat=784"], "the model rejects a [2, 1, 8, 8] batch"),
+    (["+model.out=7"], "the model gives (2, 7); it must give logits of shape (2, 10)"),
+    (["+model.flat=784"], "the model rejects [2, 1, 8, 8] images"),
 ])
 def test_bad_user_code_is_one_line_exit_2_and_no_run(bad_study, args, needle):
     out = run_cli(["--config-dir", "conf", "model=net", "data=images", "progress=false", *args], cwd=bad_study)
@@ -135,18 +135,19 @@ def test_a_good_user_study_runs_from_its_own_folder(bad_study):
     assert list(runs_in(bad_study / "good.db")["params.model"]) == ["net"]
 
 
-def test_only_the_model_and_data_nodes_are_instantiated(overrides, store, tmp_path, monkeypatch):
-    """Configs are code (a _target_ runs), so ablate builds only `model` and `data`
-    from them. A `_target_` anywhere else is inert data, and nothing read back from
-    MLflow or a checkpoint is ever built."""
+def test_only_the_model_data_loss_and_metric_nodes_are_instantiated(overrides, store, tmp_path, monkeypatch):
+    """Configs are code (a _target_ runs), so ablate builds only `model`, `data`, the task's
+    loss and its metrics from them. A `_target_` put anywhere else is refused (a key that
+    nothing reads), and nothing read back from MLflow or a checkpoint is ever built."""
     monkeypatch.chdir(tmp_path)
-    cfg = ablate.compose([*overrides, "+optimizer._target_=os.system", "+optimizer._args_=[touch pwned]",
-                          "+tracking._target_=os.system"])
-    ablate.train(cfg)
+    for extra in (["+optimizer._target_=os.system", "+optimizer._args_=[touch pwned]"],
+                  ["+tracking._target_=os.system"]):
+        with pytest.raises(ablate.ConfigError, match="no such key"):
+            ablate.train(ablate.compose([*overrides, *extra]))
     assert not (tmp_path / "pwned").exists()
     package = Path(ablate.__file__).resolve().parent
     builders = {p.name for p in package.glob("*.py") if "instantiate(" in p.read_text()}
-    assert builders == {"model.py", "data.py"}
+    assert builders == {"model.py", "data.py", "task.py", "metrics.py"}
 
 
 def test_a_users_model_resumes_from_its_checkpoint_to_the_same_result(example_on_path, tmp_path, monkeypatch):
