@@ -24,6 +24,10 @@ from ablate.metrics import Objective
 log = logging.getLogger(__name__)
 
 
+# Keys that hold for a whole sweep (its store, experiment and report): one value per sweep.
+SWEEP_LEVEL = ("tracking", "report")
+
+
 def _stop(message: str) -> None:
     print(f"ablate: {message} No job was started.", file=sys.stderr)
     sys.exit(2)
@@ -98,6 +102,10 @@ class AblateCallback(Callback):
         except AblateError as exc:
             _stop(str(exc))
         jobs, swept = sweep.jobs, sweep.swept
+        if shared := [k for k in swept if k.split(".")[0] in SWEEP_LEVEL]:
+            _stop(f"{shared[0]} varies within this sweep, but a sweep has one store, one experiment, one parent "
+                  f"run and one report, so its jobs would scatter. Run one sweep per value instead (e.g. a shell "
+                  f"loop over `{shared[0]}=<value>`).")
         self.fingerprints, objectives = check_plan(sweep)
         self.objective = objectives[0] if objectives else Objective()  # what the UI links sort by
         uri = tracking.resolve_uri(config.tracking.uri)
@@ -132,37 +140,62 @@ class AblateCallback(Callback):
         signal.signal(signal.SIGTERM, _interrupt)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        self.finish()
+        if self.finish():
+            sys.exit(1)  # a job failed, never reached MLflow, or the report failed: say so in the exit code
 
-    def finish(self) -> None:
+    def _outcome(self, exp_id: str) -> tuple[list, list, list[str]]:
+        """Every job of the sweep by its config: its newest run FINISHED (trained now or
+        reused), not FINISHED, or none at all (the job failed before its run existed)."""
+        wanted, newest = set(self.fingerprints), {}
+        for r in self.client.search_runs([exp_id], order_by=["attributes.start_time DESC"], max_results=50_000):
+            fp = r.data.tags.get(tracking.FINGERPRINT)
+            if fp in wanted and fp not in newest:
+                newest[fp] = r
+        fps = list(dict.fromkeys(self.fingerprints))
+        done = [newest[fp] for fp in fps if fp in newest and newest[fp].info.status == "FINISHED"]
+        failed = [newest[fp] for fp in fps if fp in newest and newest[fp].info.status != "FINISHED"]
+        return done, failed, [fp for fp in fps if fp not in newest]
+
+    def finish(self) -> bool:
+        """Close the sweep: summary, report, links, the parent run's status. True if
+        anything went wrong (a job failed or never ran, or the report failed)."""
         if self.parent_id is None:
-            return
+            return False
         parent_id, self.parent_id = self.parent_id, None
-        runs = self.client.search_runs(
-            [self.client.get_run(parent_id).info.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{parent_id}'")
-        failed = [r for r in runs if r.info.status != "FINISHED"]
-        if failed:
-            log.error(f"{len(failed)} of {len(runs)} jobs did not finish:")
+        # read from the sweep folder: at exit MLflow can no longer download artifacts
+        spec = json.loads(self.design_file.read_text()) if self.design_file else None
+        if spec is not None:  # an adaptive study's rounds added jobs to the first round's
+            self.fingerprints = list(dict.fromkeys([*self.fingerprints, *spec["fingerprints"]]))
+        done, failed, missing = self._outcome(self.client.get_run(parent_id).info.experiment_id)
+        # skipped because another live job trains that config (tracking.on_running=skip): not a failure
+        elsewhere = [r for r in failed if tracking.alive(r, self.cfg.tracking.heartbeat_s)[0]]
+        failed = [r for r in failed if r not in elsewhere]
+        if failed or missing:
+            log.error(f"{len(failed) + len(missing)} of {len(done) + len(failed) + len(missing)} jobs did not finish:")
         for r in failed:
             log.error(f"  {r.info.status}: {r.info.run_name} ({r.info.run_id}): "
                       f"{r.data.tags.get(tracking.ERROR, '')}")
-        status = "FAILED" if failed else "FINISHED"
-        log.info(f"Sweep done: {len(runs) - len(failed)} finished, {len(failed)} failed "
-                 f"(runs skipped as already finished are not counted here).")
-        if self.cfg.report.auto and len(failed) < len(self.fingerprints):  # failed runs show in the report
+        if missing:
+            log.error(f"  {len(missing)} job(s) failed before their MLflow run existed: see each job's log under "
+                      f"{self.cfg.hydra.sweep.dir}/")
+        reused = sum(r.data.tags.get("mlflow.parentRunId") != parent_id for r in done)
+        log.info(f"Sweep done: {len(done)} finished ({reused} of them reused from earlier runs), {len(failed)} "
+                 f"failed, {len(missing)} never reached MLflow"
+                 + (f", {len(elsewhere)} still training in another job." if elsewhere else "."))
+        report_failed = False
+        if self.cfg.report.auto and done:  # failed runs show in the report
             try:
                 from ablate import report  # pandas, scipy, matplotlib: only when needed
                 out = Path(self.cfg.report.out or Path(self.cfg.hydra.sweep.dir) / "report")
-                # read from the sweep folder: at exit MLflow can no longer download artifacts
-                spec = json.loads(self.design_file.read_text()) if self.design_file else None
-                if spec is not None:  # an adaptive study's rounds added jobs to the first round's
-                    self.fingerprints = list(dict.fromkeys([*self.fingerprints, *spec["fingerprints"]]))
                 report.for_sweep(self.client, parent_id, self.cfg, self.fingerprints, out, spec)
             except Exception as exc:  # the runs are safe in MLflow; the report can be rebuilt
-                log.error(f"Report failed: {exc}. Rebuild it with `python -m ablate.report`.")
+                report_failed = True
+                log.error(f"Report failed: {' '.join(str(exc).split())[:300]}. Rebuild it with "
+                          f"`python -m ablate.report`.")
         self.show_where(parent_id)
-        self.client.set_terminated(parent_id, status)
+        bad = bool(failed or missing or report_failed)
+        self.client.set_terminated(parent_id, "FAILED" if bad else "FINISHED")
+        return bad
 
     def show_where(self, parent_id: str) -> None:
         """Links that open MLflow's UI on this sweep's runs (its own and the ones it

@@ -255,7 +255,7 @@ def _build(d, train: bool) -> tuple[Dataset, str]:
                               f"data option (`_target_: torchvision.datasets.KMNIST`), or give data.train and "
                               f"data.test nodes, each with its own _target_.")
         cls = locate(target)  # None for nothing importable: instantiate says why
-        root = str(Path(d.root).expanduser().resolve())
+        root = str(_root(d.root))
         if d.get("archives") and _mnist_like(cls):
             root = _from_archives(cls, root, d.archives)
         try:
@@ -275,6 +275,13 @@ def _build(d, train: bool) -> tuple[Dataset, str]:
                           f"(no __getitem__ and __len__). Point it at a torch Dataset class or a function "
                           f"that returns one.")
     return ds, source
+
+
+def _root(root: str) -> Path:
+    """data.root, a relative one from the folder the command ran in: the same path in the
+    sweep's pre-flight and in every job, also with hydra.job.chdir=true."""
+    from ablate.tracking import launch_dir
+    return (launch_dir() / Path(root).expanduser()).resolve()
 
 
 @lru_cache(maxsize=4)
@@ -312,7 +319,7 @@ def _read(key: str, progress: bool = True) -> tuple[Split, Split]:
 def _key(d) -> str:
     """The part of the data node that decides what is read: a cache key."""
     node = OmegaConf.to_container(d, resolve=True)
-    node["root"] = str(Path(node["root"]).expanduser().resolve())
+    node["root"] = str(_root(node["root"]))
     for k in (*DERIVED, "train_subset", "num_workers", "standardize"):
         node.pop(k, None)
     return OmegaConf.to_yaml(node)

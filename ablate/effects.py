@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ablate import stats, tracking
+from ablate import source, stats, tracking
 from ablate.config import is_seed, is_setting
 from ablate.designs import BASELINE, Design, arms
 from ablate.metrics import Objective
@@ -231,7 +231,7 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None) 
     # a config run twice (force=true, or a FAILED record and its retry): keep the newest
     runs = runs.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
     strata = _strata(runs)
-    notes: list[str] = []
+    notes: list[str] = source.mixed(runs[runs["status"] == "FINISHED"])
     arm_rows, effect_rows = [], []
     groups = runs.groupby(strata, dropna=False) if strata else [((), runs)]
     for values, part in groups:

@@ -13,8 +13,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ablate import checkpoint, config, data, engine, task, tracking
 from ablate.errors import ConfigError, from_hydra
-from ablate.model import build_model, check_model, param_count
-from ablate.run import Busy, Result, TrackedRun, stops_held, summary
+from ablate.model import build_model, check_model, one_line, param_count
+from ablate.run import Busy, Result, TrackedRun, checkpoint_path, stops_held, summary
 
 log = logging.getLogger(__name__)
 __all__ = ["Result", "check", "train"]
@@ -51,6 +51,19 @@ def check(cfg) -> str:
         raise ConfigError(from_hydra(exc)) from None
 
 
+def _fresh_state(cfg, tensors, device) -> engine.State:
+    """The model and optimizer at epoch 0, seeded as the config says."""
+    sources = engine.source_seeds(cfg)
+    engine.seed_everything(cfg.seed if sources is None else sources["init"])
+    model = build_model(cfg).to(device)
+    if sources is not None:  # split: after the weights, torch's global stream is dropout's
+        torch.manual_seed(sources["dropout"])
+    if cfg.train.channels_last and tensors.kind == "image":  # same maths; 12.7 vs 14.2 ms/batch on CPU (bench.py)
+        model = model.to(memory_format=torch.channels_last)
+    steps = -(-len(tensors.train) // cfg.train.batch_size)
+    return engine.State(model, *engine.make_optimizer(cfg, model, steps), streams=engine.streams(cfg, device))
+
+
 def train(cfg) -> Result:
     """Train one job and log it; the Python API behind `python -m ablate`."""
     fp = check(cfg)
@@ -61,25 +74,22 @@ def train(cfg) -> Result:
         return run.done
 
     torch.set_num_threads(_threads(cfg))
-    sources = engine.source_seeds(cfg)
-    engine.seed_everything(cfg.seed if sources is None else sources["init"])
     tensors = data.load(cfg, device)
-    model = build_model(cfg).to(device)
-    if sources is not None:  # split: after the weights, torch's global stream is dropout's
-        torch.manual_seed(sources["dropout"])
-    if cfg.train.channels_last and tensors.kind == "image":  # same maths; 12.7 vs 14.2 ms/batch on CPU (bench.py)
-        model = model.to(memory_format=torch.channels_last)
-    steps = -(-len(tensors.train) // cfg.train.batch_size)
-    state = engine.State(model, *engine.make_optimizer(cfg, model, steps), streams=engine.streams(cfg, device))
-    n_params = param_count(model)
-
+    state = _fresh_state(cfg, tensors, device)
+    n_params = param_count(state.model)
+    if run.resume is not None and cfg.tracking.checkpoints and (saved := checkpoint_path(run.resume.info)).exists():
+        try:
+            checkpoint.load(saved, state)
+        except Exception as exc:  # a model whose shapes changed, a torn or foreign file: never stuck on it
+            log.warning(f"Not resuming run {run.resume.info.run_id}: its checkpoint does not load into this model "
+                        f"({one_line(exc)[:200]}). Training this config from epoch 0 in a new run; the old run "
+                        f"stays as it is.")
+            run.resume, state = None, _fresh_state(cfg, tensors, device)
     try:
         run.start()
     except Busy:
         return run.done or train(cfg)  # a rival claimed it first and then died: start over
     if run.resume is not None:
-        if run.checkpoint is not None and run.checkpoint.exists():
-            checkpoint.load(run.checkpoint, state)
         where = f"after epoch {state.epoch}" if state.epoch else "from epoch 0 (it had no checkpoint)"
         log.info(f"Resuming run {run.run_id} ({run.run.info.run_name}) {where}")
 

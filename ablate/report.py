@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ablate import effects, stats, tracking
+from ablate import effects, source, stats, tracking
 from ablate.config import is_setting
 from ablate.errors import AblateError
 from ablate.metrics import Objective
@@ -57,6 +57,10 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None = None, run_filter
         names = ", ".join(e.name for e in client.search_experiments()) or "none"
         raise ReportError(f"No experiment {experiment!r} in {uri}. Experiments there: {names}. "
                           f"Pick one with --experiment.")
+    if exp.lifecycle_stage == "deleted":
+        raise ReportError(f"Experiment {experiment!r} was deleted in {uri} (it is in MLflow's trash, id "
+                          f"{exp.experiment_id}): restore it with `mlflow experiments restore --experiment-id "
+                          f"{exp.experiment_id}` to report on its runs.")
     filters = [f for f in (run_filter,) if f]
     if sweep_id:
         filters.append(f"tags.`{tracking.SWEEP_ID}` = '{sweep_id}'")
@@ -65,7 +69,12 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None = None, run_filter
     if df.empty:
         where = f"sweep {sweep_id}" if sweep_id else f"experiment {experiment!r}"
         raise ReportError(f"No runs in {where} ({uri}). Check --sweep-id / --filter.")
+    if f"tags.{tracking.FINGERPRINT}" not in df:
+        raise ReportError(f"The runs in {experiment!r} ({uri}) were not written by ablate (none has the tag "
+                          f"{tracking.FINGERPRINT}), so their configs and seeds are unknown. Point --experiment or "
+                          f"--filter at ablate's runs.")
     df = df[df.get("params.seed").notna()] if "params.seed" in df else df.iloc[:0]  # drop sweep parents
+    df = df[df[f"tags.{tracking.FINGERPRINT}"].notna()]  # runs of other tools in the same experiment
     if fingerprints is not None:
         df = df[df[f"tags.{tracking.FINGERPRINT}"].isin(fingerprints)]
     notes = []
@@ -89,7 +98,9 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None = None, run_filter
     if df.empty:
         raise ReportError(f"No finished runs with {objective.column} and {objective.other} to report on. "
                           + " ".join(notes))
+    notes += source.mixed(df)
     return df.reset_index(drop=True), notes
+
 
 
 # ----------------------------------------------------------------------------- computing

@@ -26,7 +26,7 @@ from mlflow.entities import Param, RunData, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
-from ablate import tracking
+from ablate import source, tracking
 from ablate.metrics import Objective
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,10 @@ class Result:
 def checkpoint_path(run_info) -> Path:
     """Next to the run's artifacts when they are local files; else (a tracking
     server's artifact store) under <launch dir>/checkpoints/<run id>/."""
-    parsed = urlparse(run_info.artifact_uri)
+    uri = run_info.artifact_uri
+    if "://" not in uri and not uri.startswith("file:"):  # a plain path (a folder named `q?a` stays whole)
+        return Path(uri).parent / "checkpoint.pt"
+    parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         return Path(unquote(parsed.path)).parent / "checkpoint.pt"
     return tracking.launch_dir() / "checkpoints" / run_info.run_id / "checkpoint.pt"
@@ -106,8 +109,9 @@ class TrackedRun:
     """One config's run in the store. `claim` first; then, unless `done` is set,
     `start`, `log_params`, `log_epoch` and `finish` inside `closing()`."""
 
-    def __init__(self, cfg, fingerprint: str, objective: Objective):
+    def __init__(self, cfg, fingerprint: str, objective: Objective, code: dict[str, str] | None = None):
         self.cfg, self.fp, self.objective = cfg, fingerprint, objective
+        self.code = code if code is not None else source.parts(cfg)  # what the result depends on
         self.uri, self.grace = tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.grace_s
         self.exp_id = tracking.ensure_experiment(self.uri, cfg.tracking.experiment)
         self.client = MlflowClient(self.uri)
@@ -120,9 +124,9 @@ class TrackedRun:
     # ------------------------------------------------------------------ claim
 
     @classmethod
-    def claim(cls, cfg, fingerprint: str, objective: Objective) -> TrackedRun:
+    def claim(cls, cfg, fingerprint: str, objective: Objective, code: dict[str, str] | None = None) -> TrackedRun:
         """Decide what this job does with its config, writing nothing but design tags."""
-        me = cls(cfg, fingerprint, objective)
+        me = cls(cfg, fingerprint, objective, code)
         previous = tracking.find_runs(me.client, me.exp_id, fingerprint)
         if not cfg.force:
             done = [r for r in previous if r.info.status == "FINISHED"]
@@ -148,6 +152,12 @@ class TrackedRun:
         in epoch 1), restarted from epoch 0, so a requeued job still keeps one run per
         config. A FAILED or RUNNING (kill -9) run without a checkpoint stays as a record."""
         unfinished = [r for r in previous if r.info.status in ("RUNNING", "KILLED", "FAILED")]  # none alive
+        for r in [r for r in unfinished if (why := source.changed(r.data.tags, self.code))]:
+            if r.info.status != "FAILED" or checkpoint_path(r.info).exists():
+                log.warning(f"Not resuming run {r.info.run_id} ({r.info.status}): {why}, and one run must not hold "
+                            f"epochs of two codes. Training this config from epoch 0 in a new run; the old run "
+                            f"stays as it is (delete it in MLflow if you do not want it).")
+            unfinished.remove(r)
         if self.cfg.tracking.checkpoints:
             for r in unfinished:
                 if checkpoint_path(r.info).exists():
@@ -175,8 +185,13 @@ class TrackedRun:
         history = [{"epoch": h.step, o.history: h.value}
                    for h in self.client.get_metric_history(run.info.run_id, o.history)]
         value = m.get(o.column, float("nan"))
-        log.info(f"Skipping: run {run.info.run_id} ({run.info.run_name}) already FINISHED with this "
-                 f"config ({o.column} {value:.4g}). Use force=true to rerun.")
+        if why := source.changed(run.data.tags, self.code):
+            log.warning(f"Reusing run {run.info.run_id} ({run.info.run_name}), FINISHED with this config by other "
+                        f"code: {why}. Its result ({o.column} {value:.4g}) stands for this job; retrain it with "
+                        f"this code with force=true.")
+        else:
+            log.info(f"Skipping: run {run.info.run_id} ({run.info.run_name}) already FINISHED with this "
+                     f"config ({o.column} {value:.4g}). Use force=true to rerun.")
         summary = {k: v for k, v in m.items() if k.startswith(("best_", "final_"))}
         return Result(run.info.run_id, int(m.get("param_count", 0)), value, int(m.get("best_epoch", 0)),
                       summary, history, skipped=True)
@@ -197,7 +212,8 @@ class TrackedRun:
             return
         overrides = tracking.job_overrides()
         tags = {tracking.FINGERPRINT: self.fp, tracking.OVERRIDES: " ".join(overrides),
-                **tracking.design_tags(self.cfg), **tracking.owner_tags(), **self.objective.tags()}
+                **tracking.design_tags(self.cfg), **tracking.owner_tags(), **self.objective.tags(),
+                **source.tags(self.code)}
         if os.environ.get(tracking.ENV_SWEEP_ID):
             tags[tracking.SWEEP_ID] = os.environ[tracking.ENV_SWEEP_ID]
         if os.environ.get(tracking.ENV_PARENT):
@@ -229,7 +245,7 @@ class TrackedRun:
         new = {k: v for k, v in params.items() if k not in self._before.params}
         if new:
             tracking.ride_out("logging params", lambda: self.client.log_batch(
-                self.run_id, params=[Param(k, str(v)[:6000]) for k, v in new.items()]), self.grace, self.uri)
+                self.run_id, params=[Param(k, tracking.param_value(v)) for k, v in new.items()]), self.grace, self.uri)
         if "param_count" in params and "param_count" not in self._before.metrics:
             self.client.log_metric(self.run_id, "param_count", params["param_count"])
         if config_text is not None and self.resume is None:

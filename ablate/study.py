@@ -43,7 +43,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ablate import config, engine, schema, tracking
+from ablate import config, engine, schema, source, tracking
 from ablate.errors import AblateError, ConfigError, from_hydra
 from ablate.metrics import GOALS, SELECTS, Objective
 from ablate.run import Busy, TrackedRun, stops_held
@@ -187,7 +187,7 @@ def run(fn, cfg) -> float:
     """One job of a user's function, tracked like the engine's; returns the objective's value."""
     fp = check(cfg)
     objective = declared_objective(cfg)
-    tracked = TrackedRun.claim(cfg, fp, objective)
+    tracked = TrackedRun.claim(cfg, fp, objective, source.parts(cfg, Path(inspect.getfile(fn)).resolve()))
     if tracked.done is not None:
         return tracked.done.objective
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import socket
@@ -10,7 +11,7 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -52,17 +53,23 @@ def launch_dir() -> Path:
 def resolve_uri(uri: str | None) -> str:
     """Absolute tracking URI; None means MLflow's embedded sqlite store in the launch dir."""
     if not uri:
-        return f"sqlite:///{launch_dir() / 'mlflow.db'}"
+        return sqlite_uri(launch_dir() / "mlflow.db")
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(launch_dir() / uri[len('sqlite:///'):]).resolve()}"
+        return sqlite_uri((launch_dir() / unquote(uri[len("sqlite:///"):])).resolve())
     if "://" not in uri:  # a plain path: a file store
         return (launch_dir() / uri).resolve().as_uri()
     return uri
 
 
+def sqlite_uri(path: Path) -> str:
+    """A sqlite store's URI for a file path, percent-encoded: a folder named `q?a` or
+    `50%` is part of the path, not a URL's query or escape (SQLAlchemy decodes it)."""
+    return "sqlite:///" + quote(str(path), safe="/")
+
+
 def sqlite_file(uri: str) -> Path | None:
     """The database file of a sqlite store's URI (absolute, as resolve_uri gives it)."""
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(unquote(uri[len("sqlite:///"):].split("?")[0])) if uri.startswith("sqlite:///") else None
 
 
 class StoreError(AblateError):
@@ -115,7 +122,7 @@ def check_store(uri: str, experiment: str) -> None:
     if (db := sqlite_file(uri)) is not None:
         if db.exists():
             try:
-                with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as con:
                     con.execute("select count(*) from sqlite_master").fetchone()
             except sqlite3.Error as exc:
                 raise StoreError(f"tracking.uri={uri}: {db} is not a usable sqlite database ({exc}). Point "
@@ -133,6 +140,21 @@ def check_store(uri: str, experiment: str) -> None:
             reason = "connection failed" if "Max retries exceeded" in reason else reason[:120]
             raise StoreError(f"tracking.uri={uri}: no MLflow server answered in {time.monotonic() - start:.0f} s "
                              f"({reason}). {FIX}.") from None
+    if db is None or db.exists():
+        deleted_check(uri, experiment)
+
+
+def deleted_check(uri: str, experiment: str) -> None:
+    """An experiment deleted in MLflow (the UI's delete moves it to the trash, where its
+    name stays taken): one line with the three ways on, before any run is attempted."""
+    with quick_requests():
+        found = MlflowClient(uri).get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise StoreError(f"tracking.experiment={experiment} was deleted in {uri} (it is in MLflow's trash, id "
+                         f"{found.experiment_id}, and its name is still taken). Restore it with `mlflow experiments "
+                         f"restore --experiment-id {found.experiment_id}` (MLFLOW_TRACKING_URI={uri}), choose another "
+                         f"name with tracking.experiment=<name>, or purge it with `mlflow gc --backend-store-uri "
+                         f"{uri} --experiment-ids {found.experiment_id}`.")
 
 
 @contextlib.contextmanager
@@ -308,6 +330,19 @@ def first_claim(client: MlflowClient, experiment_id: str, fingerprint: str, mine
                 (r.info.start_time, r.info.run_id) < key and alive(r, limit_s)[0]:
             return r
     return None
+
+
+PARAM_LIMIT = 6000  # MLflow's longest param value
+
+
+def param_value(value) -> str:
+    """A param as MLflow keeps it. One longer than MLflow's limit is cut, and ends with a
+    digest of the whole value: two long values that differ never read the same."""
+    text = str(value)
+    if len(text) <= PARAM_LIMIT:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{text[:PARAM_LIMIT - 40]}...[{len(text)} chars, sha256 {digest}]"
 
 
 def metrics(values: dict, step: int | None) -> list:

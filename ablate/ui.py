@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
+import signal
+import socket
 import subprocess
 import sys
 from urllib.parse import quote
@@ -118,15 +120,54 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ablate.ui: no {which} in experiment {args.experiment!r} ({uri}).", file=sys.stderr)
         return 2
     key, ids = view
-    base, serve = ui_base(uri, args.port, args.host)
+    port = args.port if args.no_serve or not ui_base(uri)[1] else free_port(args.host, args.port)
+    base, serve = ui_base(uri, port, args.host)
     for name, url in links(base, exp.experiment_id, key, ids).items():
         print(f"{name}: {url}")
     if args.no_serve or not serve:
         return 0
-    mlflow_cli = shutil.which("mlflow") or "mlflow"
     print(f"serving {uri} with `mlflow ui` on {base} (Ctrl-C stops it)", flush=True)
-    return subprocess.call([mlflow_cli, "ui", "--backend-store-uri", uri, "--host", args.host, "--port",
-                            str(args.port), "--workers", "1"])  # one worker: 4 by default, for one user
+    return serve_ui(uri, args.host, port)
+
+
+def free_port(host: str, wanted: int) -> int:
+    """`wanted` if nothing listens there; else a free port, said in one line: links to a
+    port another server holds would open that server's runs."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, wanted))
+            return wanted
+        except OSError:
+            pass
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    print(f"ablate.ui: port {wanted} is in use (another server?); serving on port {port} instead "
+          f"(--port chooses).", file=sys.stderr)
+    return port
+
+
+def serve_ui(uri: str, host: str, port: int) -> int:
+    """`mlflow ui` from this interpreter (no activated environment needed), in a process
+    group of its own, so that SIGTERM or Ctrl-C stops it and its workers with us."""
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
+                             "--port", str(port), "--workers", "1"],  # one worker: 4 by default, for one user
+                            start_new_session=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

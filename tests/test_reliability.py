@@ -120,12 +120,16 @@ def test_a_stop_signal_during_a_checkpoint_write_still_closes_the_run_killed(ove
         return real(obj, SignalOnWrite(f), *args, **kwargs)
     monkeypatch.setattr(torch, "save", signalled_save)
     usr2 = signal.signal(signal.SIGUSR2, _preempted)
+    # Ctrl-C's own handler, even when pytest was started with SIGINT ignored (`cmd &` in a
+    # script, nohup), where Python installs none and the product rightly lets it be.
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cfg = ablate.compose([*overrides, "train.epochs=3"])
         with pytest.raises(BaseException) as stopped:
             ablate.train(cfg)
     finally:
         signal.signal(signal.SIGUSR2, usr2)
+        signal.signal(signal.SIGINT, sigint)
     assert type(stopped.value).__name__ == stop, repr(stopped.value)
     run = mlflow.MlflowClient(store).search_runs(["1"])[0]
     assert run.info.status == "KILLED"
