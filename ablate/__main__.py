@@ -39,6 +39,11 @@ if __name__ == "__main__":
     errors.raise_hydras_errors()
     try:
         main()
+    except ValueError as exc:  # Hydra's own check of its flags: `-m` with `--cfg`, say
+        if errors.report_hydras_errors() or not str(exc).startswith("Only one of"):
+            raise
+        print(f"ablate: {exc}: give one of them (drop -m to print the config).", file=sys.stderr)
+        sys.exit(2)
     except (HydraException, OmegaConfBaseException) as exc:  # a misspelt option or key, a bad override
         if errors.report_hydras_errors():
             raise  # the user asked for Hydra's full stack traces

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import shlex
+import re
 from dataclasses import asdict, dataclass, field, replace
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -66,13 +66,11 @@ def _overrides(value, what: str) -> list[str]:
     """A list of overrides, or one string of them separated by spaces (the ad-hoc form)."""
     if value is None:
         return []
-    if isinstance(value, str):  # split on spaces, keeping quoted values whole: "+note='a b' seed=1"
-        try:
-            return shlex.split(value, posix=False)
-        except ValueError as exc:
-            raise DesignError(f"{what}={value!r} does not split into overrides ({exc}): a factor's string is split "
-                              f"on spaces outside quotes. Close the quotes, or give a list, e.g. "
-                              f"[\"+note='a b'\", seed=1].") from None
+    if isinstance(value, str):  # split on spaces outside quotes: "+note='a b' seed=1" is two overrides
+        if value.count("'") % 2 or value.count('"') % 2:
+            raise DesignError(f"{what}={value!r} has an unclosed quote: a factor's string is split on spaces outside "
+                              f"quotes. Close the quotes, or give a list, e.g. [\"+note='a b'\", seed=1].")
+        return re.findall(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""", value)
     if isinstance(value, (list, tuple, ListConfig)) and all(isinstance(v, str) for v in value):
         return [str(v) for v in value]
     raise DesignError(f"{what}={value!r} is invalid: give a list of overrides, e.g. [norm=none], or one "
