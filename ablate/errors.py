@@ -43,8 +43,11 @@ def from_hydra(exc: Exception) -> str:
         add = re.search(r"use (\+\S+)", text)
         if add and not key[1].startswith(("model.", "data.", "task.loss.", "task.metrics.")):
             add = None  # ablate's own keys are closed: a `+` would add a key that nothing reads
-        return (f"{key[1]}: no such key in the config. Check its spelling (`python -m ablate --cfg job` prints "
-                f"every key){f', or add it with {add[1]}' if add else ''}.")
+        from ablate.schema import HINTS
+        leaf = key[1].rsplit(".", 1)[-1]
+        hint = f" {leaf} is set at {HINTS[leaf]}." if leaf in HINTS and not key[1].startswith(HINTS[leaf]) else ""
+        return (f"{key[1]}: no such key in the config.{hint} Check its spelling (`--cfg job` after your command "
+                f"prints every key){f', or add it with {add[1]}' if add else ''}.")
     return text
 
 

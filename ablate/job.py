@@ -44,8 +44,9 @@ def check(cfg) -> str:
         tracking.check_store(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment)
         engine.resolve_device(cfg.device)
         data.check(cfg)
-        task.build(cfg)
+        the_task = task.build(cfg)
         check_model(cfg)
+        task.probe(the_task, cfg)
         return config.fingerprint(cfg)
     except OmegaConfBaseException as exc:  # an interpolation to nowhere, a needed key deleted with ~
         raise ConfigError(from_hydra(exc)) from None

@@ -155,8 +155,9 @@ def build(name: str, node: Mapping | None, kind: str, classes: int | None, outpu
             raise ConfigError(f"{where}: {node['_target_']} gave a {type(metric).__name__}, not a torchmetrics "
                               f"Metric. Name a torchmetrics class (or a subclass of torchmetrics.Metric).")
         scale = float(own.get("scale", 1.0))
-        lo, hi = getattr(metric, "plot_lower_bound", None), getattr(metric, "plot_upper_bound", None)
-        bounds = (None if lo is None else lo * scale, None if hi is None else hi * scale)
+        # unbounded unless `bounds` says otherwise: torchmetrics' plot_lower/upper_bound are plot
+        # hints (MatthewsCorrCoef's lower one is 0; MCC reaches -1), and a wrong cut hides an effect
+        bounds = (None, None)
         hib = getattr(metric, "higher_is_better", None)
         out = Metric(name, metric, "max" if hib else "min", bounds, own.get("label", name), own.get("unit", ""),
                      scale, bool(own.get("train", False)))

@@ -131,8 +131,8 @@ def _refuse(key: str, allowed, what: str) -> ConfigError:
     leaf = key.rsplit(".", 1)[-1]
     hint = f" {leaf} is set at {HINTS[leaf]}." if leaf in HINTS and not key.startswith(HINTS[leaf]) else ""
     return ConfigError(f"{key}: no such key in {what} (its keys: {', '.join(sorted(allowed)) or 'none'}); it would "
-                       f"be read by nothing.{hint} Remove it, or check its spelling (`python -m ablate --cfg job` "
-                       f"prints every key).")
+                       f"be read by nothing.{hint} Remove it, or check its spelling (`--cfg job` after your "
+                       f"command prints every key).")
 
 
 def typed(node: DictConfig, prefix: str) -> None:

@@ -68,7 +68,10 @@ def _study_node() -> DictConfig:
         "seed": 0, "force": False, "progress": True,
         "tracking": OmegaConf.structured(Tracking), "report": OmegaConf.structured(Report),
         "design": OmegaConf.structured(Design), "objective": OmegaConf.structured(DeclaredObjective),
-        "hydra": {"callbacks": {"ablate": {"_target_": "ablate.callbacks.AblateCallback"}}},
+        "hydra": {"callbacks": {"ablate": {"_target_": "ablate.callbacks.AblateCallback"}},
+                  # microseconds: two runs or sweeps started in one second get two folders
+                  "run": {"dir": "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"},
+                  "sweep": {"dir": "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"}},
     })
     return node
 

@@ -128,3 +128,35 @@ def build(cfg) -> Task:
              for name, node in (OmegaConf.to_container(cfg.task.metrics, resolve=True) or {}).items()
              if specs[name].train}
     return Task(cfg.task.kind, build_loss(cfg), specs, objective, train)
+
+
+def probe(the_task: Task, cfg) -> None:
+    """A blank batch of the task's outputs and targets through the loss and every metric,
+    before any run: a loss or a torchmetrics class that does not fit the task (a
+    regression metric on class logits) is one line naming it, not a crash in epoch 1."""
+    from ablate.model import one_line
+    from ablate.model import probe as model_probe
+    _, want, _ = model_probe(cfg)
+    gen = torch.Generator().manual_seed(0)  # its own stream: the runs' seeded ones stay untouched
+    out = torch.randn(want, generator=gen)  # random, not zeros: a misfit shows only on varied values
+    if the_task.kind == "regression":
+        y = torch.randn(want, generator=gen)
+    else:  # class indices: one per sample, or per position
+        y = torch.randint(0, want[-1], want[:-1], generator=gen)
+    out, y = the_task.flat(out, y)
+    try:
+        the_task.loss_fn(out, y)
+    except Exception as exc:
+        raise ConfigError(f"task.loss ({cfg.task.loss._target_}) does not take task={cfg.task.name}'s outputs "
+                          f"{tuple(out.shape)} and targets {tuple(y.shape)}: {one_line(exc)[:160]}. Pick a loss for "
+                          f"this task.") from None
+    for name, m in the_task.metrics.items():
+        try:
+            the_task.update({name: m}, out, y)
+        except Exception as exc:
+            raise ConfigError(f"task.metrics.{name} ({type(m.metric).__name__}) does not take task="
+                              f"{cfg.task.name}'s outputs {tuple(out.shape)} and targets {tuple(y.shape)}: "
+                              f"{one_line(exc)[:160]}. Remove it (`~task.metrics.{name}`) or pick a metric for "
+                              f"this task.") from None
+        finally:
+            m.reset()

@@ -76,8 +76,10 @@ def test_hydras_own_errors_are_one_line_exit_2_and_no_run(tmp_path, tiny_data, a
 
 @pytest.mark.parametrize("override,needle", [
     ("model=resnett", "model=resnett: no such option in the 'model' group. Choose one of base, deep, gap, narrow"),
-    ("train.epochz=3", "train.epochz: no such key in the config. Check its spelling (`python -m ablate --cfg "
-                       "job` prints every key)."),
+    ("train.epochz=3", "train.epochz: no such key in the config. Check its spelling (`--cfg job` after your "
+                       "command prints every key)."),
+    ("train.label_smoothing=0.1", "train.label_smoothing: no such key in the config. label_smoothing is set at "
+                                  "task.loss.label_smoothing."),
     ("seed=[", "the override 'seed=[' does not parse: no viable alternative at input '['"),
     ("hydra.sweeper.design=loo", "hydra.sweeper.design: no such key in this sweeper. A design's keys need the "
                                  "ablation sweeper"),

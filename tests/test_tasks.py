@@ -134,11 +134,23 @@ def test_a_sequence_task_learns_a_pattern_in_bits_per_token(store, conf):
     (["data.num_classes=3"], "data.num_classes=3 does not apply"),
     (["task.ignore_index=0"], "task.ignore_index=0 does not apply to task=regression"),
     (["norm=bn_before_relu"], "norm=bn_before_relu changes nothing: model=mlp does not read it"),
+    (["+task.metrics.acc2={_target_: torchmetrics.classification.MulticlassAccuracy, num_classes: 3}"],
+     "task.metrics.acc2 (MulticlassAccuracy) does not take task=regression's outputs (2, 1)"),
+    (["task.loss._target_=torch.nn.NLLLoss"], "task.loss (torch.nn.NLLLoss) does not take task=regression's outputs"),
 ])
 def test_data_that_does_not_fit_the_task_is_one_line(store, conf, extra, needle):
     with pytest.raises(ConfigError) as err:
         check(ablate.compose(regression(store, *extra), config_dir=conf))
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_torchmetrics_class_is_unbounded_unless_told():
+    """MatthewsCorrCoef's plot hint says 0..1; MCC reaches -1. Only declared bounds cut."""
+    from ablate import metrics
+    node = {"_target_": "torchmetrics.classification.MulticlassMatthewsCorrCoef", "num_classes": 3}
+    assert metrics.build("mcc", node, "classification", 3, None, None).bounds == (None, None)
+    told = metrics.build("mcc", {**node, "bounds": [-1, 1]}, "classification", 3, None, None)
+    assert told.bounds == (-1.0, 1.0) and told.goal == "max"
 
 
 def test_a_block_list_model_on_features_says_to_name_a_model(store, conf):
