@@ -16,8 +16,12 @@ study that is killed and started again replays its decisions from the stored res
 trains nothing twice, and ends where an uninterrupted one ends.
 
 Looking at the data after every seed and stopping when it looks decisive would claim
-too much. The intervals that decide are therefore Bonferroni-adjusted for the number
-of looks (max - min + 1), and the report adjusts its p-values the same way.
+too much. A comparison is therefore decisive by the report's own rule (stats.Rule):
+its interval at level 1 - alpha / (m L) excludes 0, for m comparisons and L = max - min
++ 1 looks, so a comparison that stops as decisive is reported clear, with the same
+interval, and the chance of any false claim over the whole study stays at alpha.
+Racing drops a candidate only when it is worse than another at the same kind of level,
+over every pair of candidates and every look.
 """
 from __future__ import annotations
 
@@ -27,7 +31,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from ablate import stats
 from ablate.designs import BASELINE, Arm, Design, DesignError, SeedPolicy, arm_of  # SeedPolicy: a plan holds one
@@ -59,13 +62,18 @@ class Decision:
     delta: float
     lo: float
     hi: float
-    status: str  # open, decisive, precise, max, failed
+    status: str  # open, decisive, equivalent, precise, max, failed
 
     @property
     def reason(self) -> str:
+        """Why the comparison stopped; a precise interval that spans 0 still allows an
+        effect as large as its far end (up to twice the half-width)."""
+        far = max(abs(self.lo), abs(self.hi)) if not math.isnan(self.lo) else math.nan
         return {"open": f"still open at {self.n} seeds (the study was stopped)",
-                "decisive": f"decisive at {self.n} seeds: the interval excludes 0",
-                "precise": f"precise at {self.n} seeds: half-width {(self.hi - self.lo) / 2:.3g}",
+                "decisive": f"decisive at {self.n} seeds: the adjusted interval excludes 0",
+                "equivalent": f"equivalent at {self.n} seeds: the adjusted interval lies inside ±sesoi",
+                "precise": f"precise at {self.n} seeds: half-width {(self.hi - self.lo) / 2:.3g}; effects up to "
+                           f"{far:.3g} remain possible",
                 "max": f"max seeds ({self.n}) reached, interval still spans 0",
                 "failed": "an arm failed"}[self.status]
 
@@ -95,7 +103,12 @@ def comparisons(design: Design, arm_list: list[Arm]) -> list[Comparison]:
     return out
 
 
-def decide(policy: SeedPolicy, comps: list[Comparison], table: pd.DataFrame, failed: set[Job]) -> list[Decision]:
+def decide(policy: SeedPolicy, comps: list[Comparison], table: pd.DataFrame, failed: set[Job],
+           sesoi: float | None = None, bounds=None) -> list[Decision]:
+    """Each comparison's state after this look, by the report's rule over all of them
+    and every look the policy allows. `sesoi`: the smallest effect of interest (for
+    `until: settled`); `bounds`: the range of the contrast."""
+    rule = stats.Rule(comparisons=len(comps), looks=policy.looks)
     out = []
     for c in comps:
         d = c.values(table)
@@ -106,20 +119,22 @@ def decide(policy: SeedPolicy, comps: list[Comparison], table: pd.DataFrame, fai
         if n < 2:
             out.append(Decision(c.name, n, math.nan, math.nan, math.nan, "open"))
             continue
-        mean, sd = float(d.mean()), float(d.std(ddof=1))
-        half = 0.0 if sd == 0 else float(scipy_stats.t.ppf((1 + policy.level) / 2, n - 1) * sd / math.sqrt(n))
-        lo, hi = mean - half, mean + half
+        comp = stats.paired(np.zeros(n), d.to_numpy(), bounds, rule, sesoi)
+        lo, hi = comp.ci_lo, comp.ci_hi
+        half = (hi - lo) / 2 if not math.isnan(lo) else math.inf  # no spread: no interval to be narrow
         if n < policy.min:
             status = "open"
-        elif policy.until == "decisive" and (lo > 0 or hi < 0):
+        elif policy.until in ("decisive", "settled") and comp.clear:
             status = "decisive"
-        elif half <= policy.halfwidth:
+        elif policy.until == "settled" and comp.equivalent:
+            status = "equivalent"
+        elif policy.until != "settled" and half <= policy.halfwidth:
             status = "precise"
         elif n >= policy.max:
             status = "max"
         else:
             status = "open"
-        out.append(Decision(c.name, n, mean, lo, hi, status))
+        out.append(Decision(c.name, n, comp.delta, lo, hi, status))
     return out
 
 
@@ -140,7 +155,8 @@ class SeedStudy:
                 "rounds": self.rounds}
 
 
-def seed_rounds(policy: SeedPolicy, arm_list: list[Arm], comps: list[Comparison], run: Runner) -> SeedStudy:
+def seed_rounds(policy: SeedPolicy, arm_list: list[Arm], comps: list[Comparison], run: Runner,
+                sesoi: float | None = None, bounds=None) -> SeedStudy:
     """`min` seeds for every arm, then one more seed a round for the arms of each
     comparison that is still open, until none is or all are at `max`."""
     want = {a.name: policy.min for a in arm_list}
@@ -149,7 +165,7 @@ def seed_rounds(policy: SeedPolicy, arm_list: list[Arm], comps: list[Comparison]
     while True:
         rounds += 1
         table, failed = run([(by_name[a], s) for a in want for s in range(want[a])])
-        decisions = decide(policy, comps, _masked(table, want), failed)
+        decisions = decide(policy, comps, _masked(table, want), failed, sesoi, bounds)
         grown = dict(want)
         for c, d in zip(comps, decisions, strict=True):
             if d.status == "open" and d.n >= policy.min:
@@ -205,8 +221,10 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
     paired with the current config on the same seeds; keep the one whose mean gain
     improves the objective most (the largest gain where higher is better, the most
     negative where lower is). Racing starts every candidate at 2 seeds and adds one at
-    a time, dropping those whose paired difference to the round's leader has a 95%
-    interval entirely on the worse side of zero."""
+    a time, dropping those whose paired difference to the round's leader lies wholly
+    on the worse side of zero by stats.Rule over every pair of the round's candidates
+    and every look (2..seeds): the chance that a round drops any candidate that is in
+    truth as good as another stays at 5%."""
     objective = objective or Objective()
     sign = objective.sign  # sign * gain > 0: better
     current: tuple[str, ...] = ()
@@ -218,6 +236,8 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
         alive = list(remaining)
         dropped: dict[str, int] = {}
         k = 2 if race else seeds
+        # the leader is chosen by the data, so the family is every pair, at every look
+        race_rule = stats.Rule(comparisons=max(1, len(remaining) * (len(remaining) - 1) // 2), looks=max(1, seeds - 1))
         while True:
             jobs = [(here, s) for s in range(k)] + [(cands[f], s) for f in alive for s in range(k)]
             table, _ = run(jobs)
@@ -228,9 +248,10 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
                 break
             leader = max(alive, key=lambda f: -math.inf if math.isnan(gains[f][0]) else sign * gains[f][0])
             for f in [f for f in alive if f != leader]:
-                # how much better f is than the leader, per seed: all below zero means clearly worse
+                # how much better f is than the leader, per seed: worse by the rule drops it
                 diff = sign * (table[cands[f].name] - table[cands[leader].name]).dropna().to_numpy()
-                if len(diff) >= 2 and stats.t_interval(diff)[1] < 0:
+                worse = stats.paired(np.zeros(len(diff)), diff, None, race_rule)
+                if worse.clear and worse.delta < 0:
                     alive.remove(f)
                     dropped[f] = k
             k += 1

@@ -107,6 +107,13 @@ class AblateCallback(Callback):
                   f"run and one report, so its jobs would scatter. Run one sweep per value instead (e.g. a shell "
                   f"loop over `{shared[0]}=<value>`).")
         self.fingerprints, objectives = check_plan(sweep)
+        sesoi = config.report.get("sesoi")
+        if sesoi is not None and not sesoi > 0:
+            _stop(f"report.sesoi={sesoi} is invalid: the smallest effect of interest is a positive size in the "
+                  f"objective's units (e.g. report.sesoi=0.1 for 0.1 pp of accuracy).")
+        if sweep.policy is not None and sweep.policy.until == "settled" and sesoi is None:
+            _stop("hydra.sweeper.seeds.until=settled stops a comparison when it is decisive or equivalent, and "
+                  "equivalent needs a smallest effect of interest: set report.sesoi=<size in the objective's units>.")
         self.objective = objectives[0] if objectives else Objective()  # what the UI links sort by
         uri = tracking.resolve_uri(config.tracking.uri)
         exp_id = tracking.ensure_experiment(uri, config.tracking.experiment)
@@ -122,7 +129,7 @@ class AblateCallback(Callback):
         self.parent_id = parent.info.run_id
         self.design_file = None
         if sweep.design is not None:  # the design and each job's arm; an adaptive sweeper adds rounds to it
-            spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints, self.objective)
+            spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints, self.objective, sesoi)
             self.client.log_text(self.parent_id, spec, tracking.DESIGN_FILE)
             self.design_file = Path(config.hydra.sweep.dir) / tracking.DESIGN_FILE
             self.design_file.parent.mkdir(parents=True, exist_ok=True)

@@ -214,15 +214,20 @@ def check(design: Design, compose, fingerprint) -> None:
                               f"its effect would be seed noise. Fix its overrides.")
 
 
-def to_json(design: Design, job_arms: list[Arm], fingerprints: list[str], objective=None) -> str:
-    """The design, which arm each job's fingerprint belongs to, and the objective
-    (ablate.metrics.Objective) its jobs are scored by, for the parent run: the report
-    rebuilds the study from this and the runs, whichever sweep trained them."""
+def to_json(design: Design, job_arms: list[Arm], fingerprints: list[str], objective=None,
+            sesoi: float | None = None) -> str:
+    """The design, which arm each job's fingerprint belongs to, the objective
+    (ablate.metrics.Objective) its jobs are scored by and the smallest effect of
+    interest, for the parent run: the report rebuilds the study from this and the runs,
+    whichever sweep trained them."""
     arm_of = {fp: arm.name for arm, fp in zip(job_arms, fingerprints, strict=True)}
-    spec = {**design.spec(), "arms": [a.name for a in arms(design)], "fingerprints": arm_of}
+    spec = {**design.spec(), "arms": [a.name for a in arms(design)], "fingerprints": arm_of, "sesoi": sesoi}
     if objective is not None:
         spec["objective"] = asdict(objective)
     return json.dumps(spec)
+
+
+UNTIL = ("decisive", "precise", "settled")
 
 
 @dataclass
@@ -232,7 +237,9 @@ class SeedPolicy:
     can hold one without designs importing adaptive (which imports designs)."""
     min: int = 3
     max: int = 3
-    until: str = "decisive"  # decisive: the interval excludes 0, or is narrow enough; precise: narrow enough
+    # decisive: the adjusted interval excludes 0, or is narrow enough; precise: narrow enough;
+    # settled: excludes 0, or lies inside ±report.sesoi (equivalent)
+    until: str = "decisive"
     halfwidth: float = 0.05  # in the metric's own units (percentage points for an accuracy in %)
     metric: str | None = None  # the summary metric that decides; None: the objective's (for_objective)
 
@@ -249,8 +256,9 @@ class SeedPolicy:
         if not (isinstance(policy.min, int) and policy.min >= 2):
             raise DesignError(f"hydra.sweeper.seeds.min={policy.min!r} is invalid: an interval needs at least 2 "
                               f"seeds. Fix it with `hydra.sweeper.seeds.min=3`.")
-        if policy.until not in ("decisive", "precise"):
-            raise DesignError(f"hydra.sweeper.seeds.until={policy.until!r} is invalid: must be decisive or precise.")
+        if policy.until not in UNTIL:
+            raise DesignError(f"hydra.sweeper.seeds.until={policy.until!r} is invalid: must be one of "
+                              f"{', '.join(UNTIL)}.")
         if not policy.halfwidth > 0:
             raise DesignError(f"hydra.sweeper.seeds.halfwidth={policy.halfwidth!r} is invalid: must be > 0 (in the "
                               f"objective's units).")
@@ -272,11 +280,6 @@ class SeedPolicy:
     def looks(self) -> int:
         """How many times a comparison's interval may be looked at: at min, min+1, ..., max seeds."""
         return self.max - self.min + 1
-
-    @property
-    def level(self) -> float:
-        from ablate.stats import ALPHA  # scipy: only for an adaptive study
-        return 1 - ALPHA / self.looks
 
 
 @dataclass

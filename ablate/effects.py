@@ -7,14 +7,17 @@
                    interaction f x g = [(f on, g on) + (f off, g off) - (f on, g off) - (f off, g on)] / 2
                    both per seed, over the seeds that finished every cell
 
-Every effect gets a t-interval and a bootstrap interval over seeds, a p-value from
-the paired t-test, and Holm's adjustment across the design's effects. An effect
-"stands clear of seed noise" when its Holm-adjusted p < 0.05 and its bootstrap
-interval excludes zero; whether it is an improvement or a worsening is the objective's
-call (ablate.metrics.Objective: an effect b - a improves when higher is better and it is
-positive, or lower is better and it is negative). Effects and arms are computed on the
-objective's column (final or best test value of its metric) and its other selection
-beside. Failed arms are kept: their seeds and errors are counted."""
+Every effect of the table, over all its strata, is one family judged by one
+stats.Rule: Bonferroni over the effects and, in an adaptive study, over the looks
+(max - min + 1, whether or not the study finished). An effect is clear when its
+interval at the rule's level excludes zero; whether it is an improvement or a worsening
+is the objective's call (ablate.metrics.Objective: an effect b - a improves when higher
+is better and it is positive, or lower is better and it is negative). With a smallest
+effect of interest (`sesoi`), an effect whose (1 - 2 alpha / (m L)) interval lies inside
+±sesoi is equivalent: no effect beyond it. A factorial also gets each factor's exact
+Shapley value. Effects and arms are computed on the objective's column (final or best
+test value of its metric) and its other selection beside. Failed arms are kept: their
+seeds and errors are counted."""
 from __future__ import annotations
 
 import itertools
@@ -54,6 +57,9 @@ class DesignReport:
     rounds: pd.DataFrame | None = None  # greedy_path: every round's candidates
     adaptive: dict | None = None        # the seed policy, when the sweeper chose the seeds
     objective: Objective = field(default_factory=Objective)
+    rule: stats.Rule = field(default_factory=stats.Rule)  # what made an effect clear
+    sesoi: float | None = None          # the smallest effect of interest, in the objective's units
+    shapley: pd.DataFrame | None = None  # factorial: each factor's Shapley value beside the other answers
 
     def clear(self, metric: str | None = None) -> pd.DataFrame:
         return self.effects[self.effects[f"{metric or self.objective.column}_clear"]]
@@ -98,6 +104,19 @@ def variance_by_source(runs: pd.DataFrame, metric: str | None = None) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def binomial_floor(mean_pct: float, n: float) -> float:
+    """The test set's own noise of a mean accuracy in %, in pp: 100 sqrt(p (1 - p) / N)
+    (stats.binomial_floor); NaN where N was not logged."""
+    return math.nan if pd.isna(n) else 100 * stats.binomial_floor(mean_pct / 100, int(n))
+
+
+def has_floor(o: Objective, runs: pd.DataFrame) -> bool:
+    """Accuracy on independent test samples (a classification's acc, not per token):
+    the metric whose test-set noise is binomial."""
+    task = runs.get("params.task.name", pd.Series("classification", index=runs.index)).fillna("classification")
+    return o.metric == "acc" and o.split == "test" and bool((task == "classification").all())
+
+
 def _arm_of(runs: pd.DataFrame, spec: dict) -> pd.Series:
     return runs[f"tags.{tracking.FINGERPRINT}"].map(spec["fingerprints"])
 
@@ -127,7 +146,8 @@ def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict, objective: Obj
             row[f"{m}_mean"] = float(x.mean()) if len(x) else math.nan
             row[f"{m}_std"] = float(x.std(ddof=1)) if len(x) > 1 else math.nan
             row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = stats.t_interval(x, objective.bounds)
-            row[f"{m}_boot_lo"], row[f"{m}_boot_hi"] = stats.bootstrap_interval(x)
+        if has_floor(objective, runs) and "metrics.test_samples" in done:
+            row["floor"] = binomial_floor(row[f"{objective.column}_mean"], done["metrics.test_samples"].max())
         rows.append(row)
     return rows
 
@@ -167,13 +187,49 @@ def _greedy(spec: dict) -> tuple[Design, pd.DataFrame]:
 
 
 def _effect_row(name: str, kind: str, what: str, per_seed: dict[str, tuple[pd.Series, pd.Series]],
-                status: str, objective: Objective) -> dict:
-    row = {"effect": name, "kind": kind, "what": what, "status": status}
-    for m, (a, b) in per_seed.items():
+                status: str) -> dict:
+    """An effect before it is judged: `per_seed` holds metric -> (a, b) by seed; `judge`
+    compares them once the family (every effect of the table) is known."""
+    return {"effect": name, "kind": kind, "what": what, "status": status, "_per_seed": per_seed}
+
+
+def judge(row: dict, rule: stats.Rule, objective: Objective, sesoi: float | None, upto: int | None = None) -> dict:
+    """The effect's comparisons, paired over the seeds both sides have (`upto`: only
+    seeds below it, the ones an adaptive decision used)."""
+    out = {k: v for k, v in row.items() if k != "_per_seed"}
+    for m, (a, b) in row["_per_seed"].items():
         seeds = sorted(set(a.index) & set(b.index))
-        comp = stats.paired(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), objective.delta_bounds)
-        row.update({f"{m}_{k}": v for k, v in comp.as_dict().items() if k != "test"})
-    return row
+        if upto is not None:
+            seeds = [s for s in seeds if s < upto]
+        comp = stats.paired(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), objective.delta_bounds, rule, sesoi)
+        out.update({f"{m}_{k}": v for k, v in comp.as_dict().items()})
+    return out
+
+
+def shapley_table(design: Design, runs: pd.DataFrame, objective: Objective, rule: stats.Rule) -> pd.DataFrame:
+    """Each factor's exact Shapley value from a full factorial (every 2^k cell), per seed
+    over the seeds that finished every cell, with its t-interval at the rule's level;
+    beside it the answers that depend on an order or a context, from the same cells:
+    leave-one-out (all on minus all on but f), add-one-in (f alone minus none) and the
+    path in the order given. The Shapley values add up to all-on minus all-off."""
+    factors = list(design.factors)
+    by_levels = {frozenset(a.applied): a.name for a in arms(design)}
+    table = pd.DataFrame({name: _series(runs, name, objective.column) for name in by_levels.values()}).dropna()
+    if table.empty:
+        return pd.DataFrame()
+    v = {s: table[name].to_numpy() for s, name in by_levels.items()}
+    phi = stats.shapley(v, factors)
+    full, empty = frozenset(factors), frozenset()
+    rows = []
+    for i, f in enumerate(factors):
+        lo, hi = stats.t_interval(phi[f], objective.delta_bounds, rule.level)
+        path = v[frozenset(factors[:i + 1])] - v[frozenset(factors[:i])]
+        rows.append({"factor": f, "shapley": float(phi[f].mean()), "ci_lo": lo, "ci_hi": hi, "n": len(table),
+                     "leave_one_out": float((v[full] - v[full - {f}]).mean()),
+                     "add_one_in": float((v[frozenset({f})] - v[empty]).mean()), "path": float(path.mean())})
+    out = pd.DataFrame(rows)
+    out.attrs["total"] = float((v[full] - v[empty]).mean())  # what the Shapley values add up to
+    return out
 
 
 def _factorial_rows(design: Design, runs: pd.DataFrame, objective: Objective) -> tuple[list[dict], list[str]]:
@@ -184,7 +240,7 @@ def _factorial_rows(design: Design, runs: pd.DataFrame, objective: Objective) ->
     for m in _metrics(objective):
         table = pd.DataFrame({name: _series(runs, name, m) for name in by_levels.values()})
         complete = table.dropna()
-        if len(complete) < len(table):
+        if len(complete) < len(table) and m == objective.column:
             notes.append(f"factorial effects use the {len(complete)} seed(s) that finished all {len(by_levels)} "
                          f"cells; {len(table) - len(complete)} seed(s) left out")
         cells[m] = complete
@@ -205,15 +261,16 @@ def _factorial_rows(design: Design, runs: pd.DataFrame, objective: Objective) ->
         name = " x ".join(fs)
         what = f"mean({fs[0]} on) - mean({fs[0]} off)" if kind == "main" else \
             f"[{fs[0]}'s effect with {fs[1]} on - with {fs[1]} off] / 2"
-        rows.append(_effect_row(name, kind, what, per_seed, "ok" if len(cells[objective.column]) else "cells failed",
-                                objective))
+        rows.append(_effect_row(name, kind, what, per_seed, "ok" if len(cells[objective.column]) else "cells failed"))
     return rows, notes
 
 
-def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None) -> DesignReport:
+def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
+            sesoi: float | None = None) -> DesignReport:
     """`runs`: every run of the design's fingerprints (any status), as mlflow.search_runs
     gives them; `spec`: the design.json the sweep's parent run keeps; `objective`: what
-    the runs are scored by (default: objective_of(spec, runs))."""
+    the runs are scored by (default: objective_of(spec, runs)); `sesoi`: the smallest
+    effect of interest in the objective's units (default: the study's, if it set one)."""
     design = Design.from_spec(spec)
     rounds = None
     if design.kind == "greedy_path":
@@ -221,8 +278,10 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None) 
             raise ValueError("the greedy path has not finished a round yet: run the study's command again")
         design, rounds = _greedy(spec)
     adaptive = spec.get("adaptive")
+    sesoi = sesoi if sesoi is not None else spec.get("sesoi")
     decided = {d["comparison"]: d for d in (adaptive or {}).get("decisions", [])}
-    looks = adaptive["policy"]["max"] - adaptive["policy"]["min"] + 1 if decided else 1
+    # every comparison may have been looked at max - min + 1 times, finished or not
+    looks = adaptive["policy"]["max"] - adaptive["policy"]["min"] + 1 if adaptive and rounds is None else 1
     runs = runs.copy()
     runs["arm"] = _arm_of(runs, spec)
     runs = runs[runs["arm"].notna()]
@@ -232,7 +291,10 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None) 
     runs = runs.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
     strata = _strata(runs)
     notes: list[str] = source.mixed(runs[runs["status"] == "FINISHED"])
-    arm_rows, effect_rows = [], []
+    if adaptive and rounds is None and not decided:
+        notes.append(f"the adaptive study is unfinished (stopped or still running): the effects use the seeds run so "
+                     f"far, still adjusted for the {looks} looks its policy allows; run its command again to finish it")
+    arm_rows, pending = [], []
     groups = runs.groupby(strata, dropna=False) if strata else [((), runs)]
     for values, part in groups:
         stratum = dict(zip([k[len("params."):] for k in strata], values if isinstance(values, tuple) else (values,),
@@ -251,24 +313,35 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None) 
                 per_seed = {m: (_series(part, a, m), _series(part, b, m)) for m in _metrics(objective)}
                 kind = {"leave_one_out": "contribution", "add_one_in": "gain", "path": "step",
                         "grid": "difference"}[design.kind]
-                rows.append(_effect_row(name, kind, what, per_seed, status, objective))
-        for row in rows:
-            row.update(stratum)
-            if row["effect"] in decided:  # how many seeds it took, and why it stopped
-                row["seeds"], row["stopped"] = decided[row["effect"]]["n"], decided[row["effect"]]["reason"]
-        frame = pd.DataFrame(rows)
-        for m in _metrics(objective):
-            # an adaptive study looked at each comparison up to `looks` times: Bonferroni over
-            # the looks, then Holm over the comparisons
-            frame[f"{m}_p_holm"] = stats.holm(np.minimum(1.0, frame[f"{m}_p"] * looks)) if len(frame) else []
-            outside = (frame[f"{m}_boot_lo"] > 0) | (frame[f"{m}_boot_hi"] < 0)
-            frame[f"{m}_clear"] = (frame[f"{m}_p_holm"] < stats.ALPHA) & outside
-            frame[f"{m}_better"] = objective.sign * frame[f"{m}_delta"] > 0  # an improvement, by the objective
-        effect_rows.append(frame)
+                rows.append(_effect_row(name, kind, what, per_seed, status))
+        pending += [{**row, **stratum} for row in rows]
+    # one family: every effect of the table, over all strata, at every look
+    rule = stats.Rule(comparisons=len(pending), looks=looks)
+    judged = []
+    for row in pending:
+        d = decided.get(row["effect"])
+        out = judge(row, rule, objective, sesoi, upto=d["n"] if d else None)  # the seeds the decision saw
+        if d:
+            out["seeds"], out["stopped"] = d["n"], _stopped(d)
+        judged.append(out)
+    effects = pd.DataFrame(judged)
+    for m in _metrics(objective) if len(effects) else ():
+        effects[f"{m}_better"] = objective.sign * effects[f"{m}_delta"] > 0  # an improvement, by the objective
     for r in arm_rows:
         if r["failed"]:
             notes.append(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
                          + (f": {r['error']}" if r["error"] else ""))
-    effects = pd.concat(effect_rows, ignore_index=True) if effect_rows else pd.DataFrame()
+    shap = shapley_table(design, runs, objective, rule) if design.kind == "factorial" and not strata else None
     return DesignReport(design, pd.DataFrame(arm_rows), effects, [s[len("params."):] for s in strata], notes,
-                        rounds, adaptive, objective)
+                        rounds, adaptive, objective, rule, sesoi, shap)
+
+
+def _stopped(decision: dict) -> str:
+    """Why an adaptive comparison stopped, in today's words (older design.json files
+    keep the words of their day)."""
+    from ablate.adaptive import Decision
+    fields = {k: decision.get(k, math.nan) for k in ("comparison", "n", "delta", "lo", "hi", "status")}
+    try:
+        return Decision(**fields).reason
+    except KeyError:  # a status this version does not know
+        return str(decision.get("reason", decision.get("status")))

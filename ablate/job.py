@@ -106,6 +106,7 @@ def train(cfg) -> Result:
             run.log_epoch(past["epoch"], {k: v for k, v in past.items() if k != "epoch"})
         engine.fit(cfg, tensors, state, the_task, on_epoch, progress=cfg.progress)
         values = summary(state.history, the_task.objective, the_task.metrics)
+        values["test_samples"] = len(tensors.test)  # the report's binomial floor of a test accuracy
         run.finish(values)
     o = the_task.objective
     log.info(f"run {run.run_id}: {n_params} params, {o.column} {values[o.column]:.4g} "

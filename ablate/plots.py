@@ -58,8 +58,9 @@ def configs(summary: pd.DataFrame, path: Path, objective: Objective | None = Non
 
 
 def forest(rep, path: Path, metric: str | None = None) -> None:
-    """Each effect with its 95% t-interval (bar) and bootstrap interval (thick), a zero
-    line, and the effects clear of seed noise in colour."""
+    """Each effect with the interval of the decision rule (bar; ablate.stats.Rule), a
+    zero line, the clear effects in colour, and ±sesoi shaded when one is set. Effects
+    with no spread across seeds are drawn as a point with a hollow marker."""
     plt = _pyplot()
     o = rep.objective
     metric = metric or o.column
@@ -71,12 +72,14 @@ def forest(rep, path: Path, metric: str | None = None) -> None:
         mean = e[f"{metric}_delta"].to_numpy(dtype=float)
         clear = e[f"{metric}_clear"].to_numpy(dtype=bool)
         colours = np.where(clear, "tab:blue", "tab:gray")
+        level = rep.rule.percent()
         for i in range(len(e)):
-            ax.errorbar(mean[i], y[i], xerr=_errors(mean[i:i + 1], e[f"{metric}_ci_lo"].to_numpy()[i:i + 1],
-                                                    e[f"{metric}_ci_hi"].to_numpy()[i:i + 1]),
-                        fmt="o", color=colours[i], capsize=4, label="95% t-interval" if i == 0 else None)
-            ax.plot([e[f"{metric}_boot_lo"].iloc[i], e[f"{metric}_boot_hi"].iloc[i]], [y[i], y[i]], lw=5, alpha=0.35,
-                    color=colours[i], label="bootstrap interval" if i == 0 else None)
+            lo, hi = e[f"{metric}_ci_lo"].to_numpy()[i:i + 1], e[f"{metric}_ci_hi"].to_numpy()[i:i + 1]
+            ax.errorbar(mean[i], y[i], xerr=None if np.isnan(lo[0]) else _errors(mean[i:i + 1], lo, hi),
+                        fmt="o", mfc=None if not np.isnan(lo[0]) else "white",
+                        color=colours[i], capsize=4, label=f"{level} t-interval (the rule's)" if i == 0 else None)
+    if rep.sesoi is not None:
+        ax.axvspan(-rep.sesoi, rep.sesoi, color="tab:green", alpha=0.1, label=f"±sesoi ({rep.sesoi:g})")
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels)
     kind = {"leave_one_out": "contribution (baseline − without)", "add_one_in": "gain (with − baseline)",
@@ -84,7 +87,8 @@ def forest(rep, path: Path, metric: str | None = None) -> None:
             "grid": "difference (this − first)"}[rep.design.kind]
     better = "right" if o.goal == "max" else "left"
     ax.set_xlabel(f"{kind}, {metric.replace('_', ' ')}{_paren(o.units)}; better to the {better}")
-    ax.set_title(f"{rep.design.name}: blue = clear of seed noise (Holm)", fontsize=10)
+    ax.set_title(f"{rep.design.name}: blue = clear by the rule (Bonferroni over {rep.rule.comparisons} effects"
+                 + (f" × {rep.rule.looks} looks)" if rep.rule.looks > 1 else ")"), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ablate import effects, source, stats, tracking
+from ablate import effects, latex, source, stats, tracking
 from ablate.config import is_setting
 from ablate.errors import AblateError
 from ablate.metrics import Objective
@@ -44,6 +44,8 @@ class Report:
     notes: list[str] = field(default_factory=list)  # problems found, said once each
     variance: pd.DataFrame = field(default_factory=pd.DataFrame)  # seed spread by source, when sources vary
     objective: Objective = field(default_factory=Objective)  # what the runs are scored by
+    rule: stats.Rule = field(default_factory=stats.Rule)  # what made a Δ clear: every comparison of the table
+    sesoi: float | None = None  # the smallest effect of interest (equivalence), in the objective's units
 
 
 # ----------------------------------------------------------------------------- loading
@@ -116,16 +118,20 @@ def mean_ci(x: np.ndarray, bounds=None) -> tuple[float, float]:
     return stats.t_interval(x, bounds)
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str, bounds=None) -> dict:
-    """b - a for one metric: paired by seed when both have the same seeds, else Welch.
-    The t-interval (cut to `bounds`, the range of a difference) with a bootstrap
-    interval beside it (stats.py)."""
+def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str, bounds=None, rule: stats.Rule | None = None,
+            sesoi: float | None = None) -> dict:
+    """b - a for one metric, judged by `rule`: paired over the seeds both sides have
+    (the others are named in `unpaired`), Welch's test when fewer than two are shared.
+    The interval is cut to `bounds`, the range of a difference (stats.py)."""
+    rule = rule or stats.Rule()
     sa, sb = a.set_index("seed")[metric], b.set_index("seed")[metric]
-    if set(sa.index) == set(sb.index) and len(sa) >= 2:
-        comp = stats.paired(sa.to_numpy(), sb.loc[sa.index].to_numpy(), bounds)
+    shared = sorted(set(sa.index) & set(sb.index))
+    if len(shared) >= 2:
+        out = stats.paired(sa.loc[shared].to_numpy(), sb.loc[shared].to_numpy(), bounds, rule, sesoi).as_dict()
+        out["unpaired"] = ",".join(str(x) for x in sorted(set(sa.index) ^ set(sb.index)))
     else:
-        comp = stats.welch(sa.to_numpy(), sb.to_numpy(), bounds)
-    return comp.as_dict()
+        out = {**stats.welch(sa.to_numpy(), sb.to_numpy(), bounds, rule, sesoi).as_dict(), "unpaired": ""}
+    return out
 
 
 def _is_child(key: str, parents) -> bool:
@@ -160,9 +166,10 @@ def label_keys(df: pd.DataFrame, keys: list[str], order: str | None) -> list[str
 
 
 def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None = None,
-          baseline: str | None = None, objective: Objective | None = None) -> Report:
+          baseline: str | None = None, objective: Objective | None = None, sesoi: float | None = None) -> Report:
     """Summary per configuration and deltas between configurations, on the objective's
-    column and its other selection (`objective`: by default, the runs' own)."""
+    column and its other selection (`objective`: by default, the runs' own). Every
+    delta of the table is one family under stats.Rule; `sesoi` turns on equivalence."""
     notes = list(notes or [])
     objective = objective or Objective.from_runs(runs)
     metrics = (objective.column, objective.other)
@@ -175,6 +182,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         "seed": effects.pair_key(runs),
         "param_count": runs.get("metrics.param_count", pd.Series(math.nan, index=runs.index)),  # a user loop: maybe
         "best_epoch": runs["metrics.best_epoch"],
+        "test_samples": runs.get("metrics.test_samples", pd.Series(math.nan, index=runs.index)),
         **{m: runs[f"metrics.{m}"] for m in metrics},
         "all": "all runs",
     })
@@ -198,6 +206,8 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
             row.update({f"{m}_mean": g[m].mean(), f"{m}_std": g[m].std(ddof=1) if len(g) > 1 else math.nan,
                         f"{m}_ci_lo": lo, f"{m}_ci_hi": hi, f"{m}_boot_lo": blo, f"{m}_boot_hi": bhi})
         row["best_epoch_mean"] = g["best_epoch"].mean()
+        if effects.has_floor(objective, runs):
+            row["floor"] = effects.binomial_floor(row[f"{objective.column}_mean"], g["test_samples"].max())
         rows.append(row)
         if len(g) < 2:
             notes.append(f"{label}: a single seed, so no confidence interval")
@@ -215,25 +225,26 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         pairs += [(labels[0], labels[i], "first") for i in range(2, len(labels))]
     else:
         pairs = [(labels[0], label, "baseline") for label in labels[1:]]
+    rule = stats.Rule(comparisons=len(pairs))  # every comparison in the table is one family
     for a, b, kind in pairs:
         row = {"from": a, "to": b, "vs": kind,
                "delta_params": _count(members[b]["param_count"].iloc[0] - members[a]["param_count"].iloc[0]),
                "changed": changed(first_params[a], first_params[b], skip=(order,))}
         for m in metrics:
-            row.update({f"{m}_{k}": v for k, v in compare(members[a], members[b], m, objective.delta_bounds).items()})
+            comp = compare(members[a], members[b], m, objective.delta_bounds, rule, sesoi)
+            row.update({f"{m}_{k}": v for k, v in comp.items()})
+        if row[f"{objective.column}_unpaired"]:
+            notes.append(f"{b} vs {a}: paired on the {row[f'{objective.column}_n']} seeds both have; seed(s) "
+                         f"{row[f'{objective.column}_unpaired']} left out (run on one side only)")
         comparisons.append(row)
     deltas = pd.DataFrame(comparisons)
     for m in metrics if len(deltas) else ():
-        # every comparison in the table is one family: Holm keeps the chance of any false claim at 5%
-        deltas[f"{m}_p_holm"] = stats.holm(deltas[f"{m}_p"])
-        outside = (deltas[f"{m}_boot_lo"] > 0) | (deltas[f"{m}_boot_hi"] < 0)
-        deltas[f"{m}_clear"] = (deltas[f"{m}_p_holm"] < stats.ALPHA) & outside
         deltas[f"{m}_better"] = objective.sign * deltas[f"{m}_delta"] > 0  # an improvement, by the objective
     variance = pd.DataFrame()
     if len(effects.seed_columns(runs)) > 1:  # per-source seeds: how much of the spread each one makes
         variance = pd.concat([effects.variance_by_source(runs.loc[g.index], objective.column).assign(config=label)
                               for label, g in members.items()], ignore_index=True)
-    return Report(runs, summary, deltas, keys, notes, variance, objective)
+    return Report(runs, summary, deltas, keys, notes, variance, objective, rule, sesoi)
 
 
 def _count(value) -> float:
@@ -292,13 +303,17 @@ def _pm(mean, std, digits=2) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
 
 
-def _ci(lo, hi, sign: bool = False, digits: int = 2) -> str:
+def _ci(lo, hi, sign: bool = False, digits: int = 2, spread: bool = True) -> str:
     f = f"+.{digits}f" if sign else f".{digits}f"
+    if not spread:
+        return "no spread observed"
     return "n<2" if math.isnan(lo) else f"[{lo:{f}}, {hi:{f}}]"
 
 
 def _delta(d: pd.Series, m: str, digits: int = 2) -> str:
     f = f"+.{digits}f"
+    if not d.get(f"{m}_spread", True):
+        return f"{d[f'{m}_delta']:{f}} (no spread observed)"
     if math.isnan(d[f"{m}_ci_lo"]):
         return f"{d[f'{m}_delta']:{f}} (no CI)"
     return f"{d[f'{m}_delta']:{f}} [{d[f'{m}_ci_lo']:{f}}, {d[f'{m}_ci_hi']:{f}}]"
@@ -308,33 +323,58 @@ def _p(p: float) -> str:
     return "" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def _clear(clear: bool, better: bool) -> str:
-    """A Δ clear of seed noise says which way it went, by the objective's direction."""
-    return ("improves" if better else "worsens") if clear else ""
+def _claim(r: pd.Series, m: str) -> str:
+    """What the rule lets the report say of one effect: `improves`, `worsens`, `equivalent`
+    (no effect beyond ±sesoi), both where a clear effect is also inside ±sesoi, or nothing."""
+    words = []
+    if r.get(f"{m}_clear", False):
+        words.append("improves" if r[f"{m}_better"] else "worsens")
+    if r.get(f"{m}_equivalent", False):
+        words.append("equivalent")
+    return ", ".join(words)
 
 
-STATS_NOTE = ("Mean ± std over seeds. 95% intervals: t (cut to the metric's range, where it has one) and, "
-              "beside it, a bootstrap over seeds (scipy.stats.bootstrap; with under ~6 seeds it is too narrow "
-              "and is not used alone). Δ is paired by seed where both sides have the same seeds, Welch "
-              "otherwise. p (Holm) adjusts for the number of comparisons in the table; a Δ is called clear of "
-              "seed noise only when its Holm-adjusted p < 0.05 and its bootstrap interval excludes 0, and it "
-              "then improves or worsens the objective by the objective's direction. "
+def rule_line(rule: stats.Rule, sesoi: float | None, o: Objective) -> str:
+    """Every report's second line: the rule behind each claim, and the family it controls."""
+    line = rule.describe()
+    if sesoi is not None:
+        line += (f" Equivalent (no effect beyond ±{sesoi:g}{_units(o)}, the smallest effect of interest): its "
+                 f"{100 * (1 - 2 * rule.each):.4g}% interval lies inside ±{sesoi:g} (two one-sided tests at the "
+                 f"same level).")
+    return line
+
+
+STATS_NOTE = ("Mean ± std over seeds; an arm's interval is its 95% t-interval, cut to the metric's range where it "
+              "has one. Δ is paired over the seeds both sides have (Welch's test where fewer than two are shared); "
+              "its interval is the one the decision rule uses, so a Δ is clear exactly when that interval excludes "
+              "0. Where every seed gives the same Δ there is no spread to build a t-interval on: the p is an exact "
+              "sign-flip test instead, and no interval is shown. A bootstrap interval is shown only from "
+              f"{stats.BOOTSTRAP_MIN} seeds up: below that it covers far less than it says. \"detectable\" estimates "
+              "the smallest true Δ the rule would call clear with power 0.8, from the spread of these seeds. "
               "\"Best\" picks its epoch on the test set, so it is optimistic; \"final\" is the last epoch.")
 
 
-def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str = "", digits: int = 2) -> str:
-    """One line: how noisy the seeds are, and the smallest difference they could detect.
-    `metric`: what is measured, in words."""
+def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str = "", digits: int = 2,
+                floor: pd.Series | None = None, rule: stats.Rule | None = None) -> str:
+    """One line: how noisy the seeds are, how much of that the test set alone makes
+    (`floor`: binomial, per configuration), and the smallest difference the rule could
+    detect. `metric`: what is measured, in words."""
     std = std.dropna()
     if std.empty:
         return "Noise floor: a single seed per configuration, so no estimate of seed noise."
     f = f".{digits}f"
     line = (f"Noise floor ({metric}): seed-to-seed std per configuration "
             f"{std.min():{f}}–{std.max():{f}}{units} (median {std.median():{f}})")
+    floor = pd.Series(dtype=float) if floor is None else floor.dropna()
+    if len(floor):
+        share = min(1.0, (floor.median() / std.median()) ** 2) if std.median() > 0 else math.nan
+        line += (f"; the test set's own binomial noise √(p(1−p)/N) is {floor.median():{f}}{units} (median; Jordan "
+                 f"2024), about {share:.0%} of the seed-to-seed variance, the rest is training")
     mdd = mdd.dropna()
     if len(mdd):
-        line += (f"; with {n} seeds a paired comparison detects about {mdd.median():{f}}{units} "
-                 f"(median over comparisons; power 0.8, α 0.05)")
+        at = f"at the rule's α {rule.each:.2g}" if rule is not None else "α 0.05"
+        line += (f"; with {n} seeds the rule would call a true Δ of about {mdd.median():{f}}{units} clear with "
+                 f"power 0.8 (an estimate from the seeds' spread, median over comparisons, {at})")
     return line + "."
 
 
@@ -347,7 +387,8 @@ def grid_noise(rep: Report, metric: str | None = None) -> str:
     metric = metric or o.column
     mdd = rep.deltas.get(f"{metric}_mdd", pd.Series(dtype=float))
     return noise_floor(rep.summary[f"{metric}_std"], int(rep.summary["n"].median()), mdd, _words(o, metric),
-                       _units(o), digits(o, rep.summary[f"{metric}_std"]))
+                       _units(o), digits(o, rep.summary[f"{metric}_std"]),
+                       rep.summary.get("floor") if metric == o.column else None, rep.rule)
 
 
 def design_noise(rep: effects.DesignReport, metric: str | None = None) -> str:
@@ -355,7 +396,15 @@ def design_noise(rep: effects.DesignReport, metric: str | None = None) -> str:
     metric = metric or o.column
     mdd = rep.effects.get(f"{metric}_mdd", pd.Series(dtype=float))
     return noise_floor(rep.arms[f"{metric}_std"], int(rep.arms["finished"].median()), mdd, _words(o, metric),
-                       _units(o), digits(o, rep.arms[f"{metric}_std"]))
+                       _units(o), digits(o, rep.arms[f"{metric}_std"]),
+                       rep.arms.get("floor") if metric == o.column else None, rep.rule)
+
+
+def _boot(frame: pd.DataFrame, m: str, sign: bool, dg: int) -> dict:
+    """The bootstrap column, only where some row has enough seeds for it to be honest."""
+    if frame.get(f"{m}_boot_lo", pd.Series(dtype=float)).notna().any():
+        return {"bootstrap": [_ci(r[f"{m}_boot_lo"], r[f"{m}_boot_hi"], sign, dg) for _, r in frame.iterrows()]}
+    return {}
 
 
 def table(rep: Report) -> pd.DataFrame:
@@ -363,18 +412,19 @@ def table(rep: Report) -> pd.DataFrame:
     o, h, b = rep.objective, rep.objective.column, rep.objective.other
     dg = digits(o, rep.summary[f"{h}_std"])
     prev = {r["to"]: r for _, r in rep.deltas.iterrows() if r["vs"] in ("previous", "baseline")}
+    boot = _boot(rep.summary, h, False, dg)
     out = []
-    for _, s in rep.summary.iterrows():
+    for i, s in rep.summary.iterrows():
         d = prev.get(s["config"])
         out.append({
-            "config": s["config"], "n": s["n"], "params": f"{s['param_count']:,}",
+            "config": s["config"], "n": s["n"], "params": "" if pd.isna(s["param_count"]) else f"{s['param_count']:,}",
             f"{_name(o)} (mean ± std)": _pm(s[f"{h}_mean"], s[f"{h}_std"], dg),
-            "95% CI (t)": _ci(s[f"{h}_ci_lo"], s[f"{h}_ci_hi"], digits=dg),
-            "bootstrap": _ci(s[f"{h}_boot_lo"], s[f"{h}_boot_hi"], digits=dg),
+            "95% CI (t)": _ci(s[f"{h}_ci_lo"], s[f"{h}_ci_hi"], digits=dg, spread=s[f"{h}_std"] != 0),
+            **({"bootstrap": boot["bootstrap"][i]} if boot else {}),
             _name(o, _other(o)): _pm(s[f"{b}_mean"], s[f"{b}_std"], dg),
             "best epoch": f"{s['best_epoch_mean']:.1f}",
-            f"Δ {o.select} [95% CI]": "" if d is None else _delta(d, h, dg),
-            "Δ params": "" if d is None else f"{d['delta_params']:+,}",
+            f"Δ {o.select} [{rep.rule.percent()} CI]": "" if d is None else _delta(d, h, dg),
+            "Δ params": "" if d is None or pd.isna(d["delta_params"]) else f"{d['delta_params']:+,}",
             "changed": "" if d is None else d["changed"],
         })
     return pd.DataFrame(out)
@@ -396,18 +446,19 @@ def delta_table(rep: Report) -> pd.DataFrame:
     dg = digits(o, rep.summary[f"{h}_std"])
     return pd.DataFrame({
         "from": d["from"], "to": d["to"], "vs": d["vs"],
-        f"Δ {o.select} [95% CI]": [_delta(r, h, dg) for _, r in d.iterrows()],
-        "bootstrap": [_ci(r[f"{h}_boot_lo"], r[f"{h}_boot_hi"], True, dg) for _, r in d.iterrows()],
-        f"Δ {_other(o)} [95% CI]": [_delta(r, b, dg) for _, r in d.iterrows()],
-        "test": d[f"{h}_test"], f"p ({o.select})": d[f"{h}_p"].map(_p),
-        "p (Holm)": d[f"{h}_p_holm"].map(_p),
-        "clear": [_clear(r[f"{h}_clear"], r[f"{h}_better"]) for _, r in d.iterrows()],
-        "Δ params": d["delta_params"].map(lambda x: f"{x:+,}"), "changed": d["changed"],
+        f"Δ {o.select} [{rep.rule.percent()} CI]": [_delta(r, h, dg) for _, r in d.iterrows()],
+        **_boot(d, h, True, dg),
+        f"Δ {_other(o)} [{rep.rule.percent()} CI]": [_delta(r, b, dg) for _, r in d.iterrows()],
+        "test": d[f"{h}_test"], "n": d[f"{h}_n"], f"p ({o.select})": d[f"{h}_p"].map(_p),
+        f"p × {rep.rule.comparisons * rep.rule.looks}": d[f"{h}_p_adj"].map(_p),
+        "verdict": [_claim(r, h) for _, r in d.iterrows()],
+        "Δ params": d["delta_params"].map(lambda x: "" if pd.isna(x) else f"{x:+,}"), "changed": d["changed"],
     })
 
 
 def markdown(rep: Report) -> str:
-    parts = [objective_line(rep.objective), "", "## Summary\n", table(rep).to_markdown(index=False), ""]
+    parts = [objective_line(rep.objective), "", rule_line(rep.rule, rep.sesoi, rep.objective), "",
+             "## Summary\n", table(rep).to_markdown(index=False), ""]
     if not rep.deltas.empty:
         parts += ["## Deltas\n", delta_table(rep).to_markdown(index=False), ""]
     if not rep.variance.empty:
@@ -421,6 +472,12 @@ def markdown(rep: Report) -> str:
 
 # --- designs
 
+def _effect_name(rep: effects.DesignReport, r: pd.Series) -> str:
+    """An effect's name, with its stratum where the table has more than one."""
+    where = ", ".join(f"{k}={r[k]}" for k in rep.strata)
+    return f"{r['effect']} ({where})" if where else str(r["effect"])
+
+
 def effects_table(rep: effects.DesignReport) -> pd.DataFrame:
     e, o = rep.effects, rep.objective
     if e.empty:
@@ -430,15 +487,45 @@ def effects_table(rep: effects.DesignReport) -> pd.DataFrame:
     return pd.DataFrame({
         **{k: e[k] for k in rep.strata},
         "effect": e["effect"], "what": e["what"],
-        f"Δ {o.select} [95% CI]": [_delta(r, h, dg) for _, r in e.iterrows()],
-        "bootstrap": [_ci(r[f"{h}_boot_lo"], r[f"{h}_boot_hi"], True, dg) for _, r in e.iterrows()],
-        "n": e[f"{h}_n"], "p": e[f"{h}_p"].map(_p), "p (Holm)": e[f"{h}_p_holm"].map(_p),
-        "clear": [_clear(r[f"{h}_clear"], r[f"{h}_better"]) for _, r in e.iterrows()],
-        "detectable": e[f"{h}_mdd"].map(lambda v: "" if math.isnan(v) else f"{v:.{dg}f}"),
-        f"Δ {_other(o)} [95% CI]": [_delta(r, b, dg) for _, r in e.iterrows()],
+        f"Δ {o.select} [{rep.rule.percent()} CI]": [_delta(r, h, dg) for _, r in e.iterrows()],
+        **_boot(e, h, True, dg),
+        "n": e[f"{h}_n"], "p": e[f"{h}_p"].map(_p), f"p × {rep.rule.comparisons * rep.rule.looks}":
+            e[f"{h}_p_adj"].map(_p),
+        "verdict": [_claim(r, h) for _, r in e.iterrows()],
+        "detectable (est.)": e[f"{h}_mdd"].map(lambda v: "" if math.isnan(v) else f"{v:.{dg}f}"),
+        f"Δ {_other(o)} [{rep.rule.percent()} CI]": [_delta(r, b, dg) for _, r in e.iterrows()],
         **({"seeds": e["seeds"], "stopped": e["stopped"]} if "stopped" in e else {}),
         "status": e["status"],
     })
+
+
+def shapley_table(rep: effects.DesignReport) -> pd.DataFrame:
+    s, o = rep.shapley, rep.objective
+    if s is None or s.empty:
+        return pd.DataFrame()
+    dg = digits(o, rep.arms[f"{o.column}_std"])
+    f = f"+.{dg}f"
+    return pd.DataFrame({
+        "factor": s["factor"],
+        f"Shapley value [{rep.rule.percent()} CI]": [f"{r['shapley']:{f}} {_ci(r['ci_lo'], r['ci_hi'], True, dg)}"
+                                                     for _, r in s.iterrows()],
+        "leave-one-out (all − all but f)": s["leave_one_out"].map(lambda v: f"{v:{f}}"),
+        "add-one-in (f alone − none)": s["add_one_in"].map(lambda v: f"{v:{f}}"),
+        "path (in the order given)": s["path"].map(lambda v: f"{v:{f}}"),
+        "seeds": s["n"],
+    })
+
+
+def shapley_line(rep: effects.DesignReport) -> str:
+    s, o = rep.shapley, rep.objective
+    dg = digits(o, rep.arms[f"{o.column}_std"])
+    total, parts = s.attrs["total"], s["shapley"].sum()
+    gap = (s["leave_one_out"] - s["shapley"]).abs().max()
+    return (f"Shapley values (exact, from all {2 ** len(s)} cells, per seed): each factor's gain averaged over every "
+            f"order of switching the factors on, so they do not depend on an order and add up to all on − all off: "
+            f"{parts:+.{dg}f} = {total:+.{dg}f}{_units(o)}. Leave-one-out measures a factor with all others on, "
+            f"add-one-in with all others off, a path in one order; they differ from the Shapley value by the "
+            f"interactions (here leave-one-out by up to {gap:.{dg}f}{_units(o)}).")
 
 
 def rounds_table(rep: effects.DesignReport) -> pd.DataFrame:
@@ -463,17 +550,26 @@ def path_line(rep: effects.DesignReport) -> str:
     return (f"Path found: {' → '.join(found)}. Order given: {' → '.join(given)}. Kendall's τ between the two "
             f"orders: {tau:+.2f} (1: the same order). Each round keeps the candidate whose mean Δ improves the "
             f"objective most ({rep.objective.direction}), measured on the seeds that chose it, so the steps of the "
-            f"path look better than they are: confirm them with fresh seeds (a path design in the order found).")
+            f"path look better than they are: confirm them with fresh seeds (a path design in the order found). "
+            f"Racing drops a candidate only when another beats it by the decision rule over every pair of the "
+            f"round's candidates and every look.")
 
 
 def adaptive_line(rep: effects.DesignReport) -> str:
     p, o = rep.adaptive["policy"], rep.objective
-    looks = p["max"] - p["min"] + 1
-    return (f"Seeds chosen by the study: {p['min']} for every arm, then one more a round for the arms of each "
-            f"comparison whose interval still spans 0 and is wider than ±{p['halfwidth']}{_units(o)} (in "
-            f"{p.get('metric') or o.column}'s own units), up to {p['max']} (until {p['until']}). Each comparison was "
-            f"looked at up to {looks} times, so its decision used a {100 * (1 - 0.05 / looks):.1f}% interval and the "
-            f"p-values here are multiplied by {looks} before Holm.")
+    stop = {"decisive": "excludes 0 or is narrower than ±{h}", "precise": "is narrower than ±{h}",
+            "settled": "excludes 0 or lies inside ±sesoi (equivalent)"}[p["until"]].format(
+        h=f"{p['halfwidth']}{_units(o)}")
+    line = (f"Seeds chosen by the study: {p['min']} for every arm, then one more a round for the arms of each "
+            f"comparison until its interval at the rule's level {stop}, up to {p['max']} seeds. The rule above "
+            f"counts all {rep.rule.looks} looks, so a comparison that stopped as decisive is clear here, with the "
+            f"interval that decided it.")
+    early = rep.effects[rep.effects.get("stopped", pd.Series("", index=rep.effects.index)).astype(str)
+                        .str.startswith("decisive")] if "stopped" in rep.effects else rep.effects.iloc[:0]
+    if len(early):
+        line += (" The means of comparisons that stopped early because they looked large are biased away from 0 "
+                 "(the winner's curse): confirm a size that matters with fresh seeds.")
+    return line
 
 
 def arms_table(rep: effects.DesignReport) -> pd.DataFrame:
@@ -485,30 +581,34 @@ def arms_table(rep: effects.DesignReport) -> pd.DataFrame:
         "arm": a["arm"], "finished": [f"{r['finished']}/{r['runs']}" for _, r in a.iterrows()],
         "params": a["param_count"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}"),
         f"{_name(o)} (mean ± std)": [_pm(r[f"{h}_mean"], r[f"{h}_std"], dg) for _, r in a.iterrows()],
-        "95% CI (t)": [_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"], digits=dg) for _, r in a.iterrows()],
-        "bootstrap": [_ci(r[f"{h}_boot_lo"], r[f"{h}_boot_hi"], digits=dg) for _, r in a.iterrows()],
+        "95% CI (t)": [_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"], digits=dg, spread=r[f"{h}_std"] != 0)
+                       for _, r in a.iterrows()],
         _name(o, _other(o)): [_pm(r[f"{b}_mean"], r[f"{b}_std"], dg) for _, r in a.iterrows()],
         "overrides": a["overrides"], "error": a["error"],
     })
 
 
 def verdict(rep: effects.DesignReport) -> str:
-    """The design's answer in one line: which effects stand clear of seed noise, and
-    whether each improves or worsens the objective."""
+    """The design's answer in one line, by the rule: which effects are clear (and whether
+    each improves or worsens the objective), which are equivalent to no effect, and
+    which are neither."""
     e, o = rep.effects, rep.objective
     if e.empty:
         return "No effect could be computed: see the arms and notes."
     h = o.column
     dg = digits(o, rep.arms[f"{h}_std"])
     known = e[e[f"{h}_delta"].notna()]
-    clear, unclear = known[known[f"{h}_clear"]], known[~known[f"{h}_clear"]]
+    clear = known[known[f"{h}_clear"]]
+    equiv = known[known[f"{h}_equivalent"] & ~known[f"{h}_clear"]]
+    rest = known[~known[f"{h}_clear"] & ~known[f"{h}_equivalent"]]
 
     def fmt(rows, say: bool):
-        return ", ".join(f"{r['effect']} ({r[f'{h}_delta']:+.{dg}f}{_units(o)}"
-                         + (f", {_clear(True, r[f'{h}_better'])})" if say else ")")
-                         for _, r in rows.iterrows()) or "none"
-    line = (f"Clear of seed noise ({o.named()}, {o.direction}; Holm-adjusted p < 0.05 over {len(e)} "
-            f"effects and bootstrap interval excluding 0): {fmt(clear, True)}. Not clear: {fmt(unclear, False)}.")
+        return ", ".join(f"{_effect_name(rep, r)} ({r[f'{h}_delta']:+.{dg}f}{_units(o)}"
+                         + (f", {_claim(r, h)})" if say else ")") for _, r in rows.iterrows()) or "none"
+    line = f"Clear ({o.named()}, {o.direction}; by the rule above, over {len(e)} effects): {fmt(clear, True)}."
+    if rep.sesoi is not None:
+        line += f" Equivalent (no effect beyond ±{rep.sesoi:g}{_units(o)}): {fmt(equiv, False)}."
+    line += f" Neither: {fmt(rest, False)}."
     if len(known) < len(e):
         line += f" Not computed (failed arms): {', '.join(e[e[f'{h}_delta'].isna()]['effect'])}."
     return line
@@ -518,19 +618,19 @@ def design_markdown(rep: effects.DesignReport) -> str:
     d = rep.design
     base = " ".join(d.baseline) or "the defaults"
     kind = "greedy path" if rep.rounds is not None else d.kind.replace("_", " ")
-    parts = [objective_line(rep.objective), "",
+    parts = [objective_line(rep.objective), "", rule_line(rep.rule, rep.sesoi, rep.objective), "",
              f"Design **{d.name}**: {kind} from `{base}`, factors: "
              + "; ".join(f"{f} = `{' '.join(o)}`" for f, o in d.factors.items()) + ".", ""]
     if rep.rounds is not None:
         parts += [path_line(rep), "", "## Rounds\n", rounds_table(rep).to_markdown(index=False), ""]
-    if rep.adaptive and "decisions" in rep.adaptive:
+    if rep.adaptive and rep.rounds is None:
         parts += [adaptive_line(rep), ""]
-    parts += ["## Effects\n", effects_table(rep).to_markdown(index=False), "", verdict(rep), "", design_noise(rep), "",
-              "## Arms\n", arms_table(rep).to_markdown(index=False), "",
-              "Effects are paired by seed: " + ("main effects and two-way interactions of a 2^k factorial, "
-                                                "the seeds as replicates. " if d.kind == "factorial" else "")
-              + "\"detectable\" is the smallest true effect these seeds would find with power 0.8 "
-                "(α 0.05), from the spread of the paired differences.", "", STATS_NOTE]
+    parts += ["## Effects\n", effects_table(rep).to_markdown(index=False), "", verdict(rep), "", design_noise(rep), ""]
+    if rep.shapley is not None and not rep.shapley.empty:
+        parts += ["## Shapley values\n", shapley_table(rep).to_markdown(index=False), "", shapley_line(rep), ""]
+    parts += ["## Arms\n", arms_table(rep).to_markdown(index=False), "",
+              "Effects are paired by seed" + (": main effects and two-way interactions of a 2^k factorial, the "
+                                              "seeds as replicates." if d.kind == "factorial" else "."), "", STATS_NOTE]
     if rep.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in rep.notes]]
     return "\n".join(parts) + "\n"
@@ -557,7 +657,7 @@ def write(rep: Report, out: Path, title: str = "ablate report") -> dict[str, Pat
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f for k, f in (("summary", "summary.csv"), ("deltas", "deltas.csv"),
                                     ("runs", "runs.csv"), ("md", "report.md"), ("html", "report.html"),
-                                    ("png", "report.png"))}
+                                    ("png", "report.png"), ("tex", "report.tex"))}
     rep.summary.to_csv(paths["summary"], index=False)
     rep.deltas.to_csv(paths["deltas"], index=False)
     rep.runs.to_csv(paths["runs"], index=False)
@@ -567,7 +667,13 @@ def write(rep: Report, out: Path, title: str = "ablate report") -> dict[str, Pat
     paths["md"].write_text(f"# {title}\n\n" + markdown(rep))
     plots.configs(rep.summary, paths["png"], rep.objective)
     paths["html"].write_text(_html(title, [paths["png"]], [("Summary", table(rep)), ("Deltas", delta_table(rep))],
-                                   [grid_noise(rep), STATS_NOTE, *rep.notes], objective_line(rep.objective)))
+                                   [rule_line(rep.rule, rep.sesoi, rep.objective), grid_noise(rep), STATS_NOTE,
+                                    *rep.notes], objective_line(rep.objective)))
+    d = rep.deltas
+    paths["tex"].write_text(latex.tables(
+        rep.summary, d, rep.objective, rep.rule, digits(rep.objective, rep.summary[f"{rep.objective.column}_std"]),
+        "config", [_claim(r, rep.objective.column) for _, r in d.iterrows()],
+        [f"{r['to']} vs {r['from']}" for _, r in d.iterrows()] if len(d) else None))
     return paths
 
 
@@ -575,12 +681,16 @@ def write_design(rep: effects.DesignReport, runs: pd.DataFrame, out: Path, title
     from ablate import plots
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f for k, f in (("arms", "arms.csv"), ("effects", "effects.csv"), ("runs", "runs.csv"),
-                                    ("md", "report.md"), ("html", "report.html"), ("png", "report.png"))}
+                                    ("md", "report.md"), ("html", "report.html"), ("png", "report.png"),
+                                    ("tex", "report.tex"))}
     rep.arms.to_csv(paths["arms"], index=False)
     rep.effects.to_csv(paths["effects"], index=False)
     if rep.rounds is not None:
         paths["rounds"] = out / "rounds.csv"
         rep.rounds.to_csv(paths["rounds"], index=False)
+    if rep.shapley is not None and not rep.shapley.empty:
+        paths["shapley"] = out / "shapley.csv"
+        rep.shapley.to_csv(paths["shapley"], index=False)
     runs.to_csv(paths["runs"], index=False)
     paths["md"].write_text(f"# {title}\n\n" + design_markdown(rep))
     plots.forest(rep, paths["png"])
@@ -589,10 +699,17 @@ def write_design(rep: effects.DesignReport, runs: pd.DataFrame, out: Path, title
         paths["interactions"] = out / "interactions.png"
         plots.interactions(rep, paths["interactions"])
         images.append(paths["interactions"])
-    text = [verdict(rep), design_noise(rep), *([path_line(rep)] if rep.rounds is not None else []),
-            *([adaptive_line(rep)] if rep.adaptive and "decisions" in rep.adaptive else []), STATS_NOTE, *rep.notes]
-    paths["html"].write_text(_html(title, images, [("Effects", effects_table(rep)), ("Rounds", rounds_table(rep)),
-                                                   ("Arms", arms_table(rep))], text, objective_line(rep.objective)))
+    shap = rep.shapley is not None and not rep.shapley.empty
+    text = [rule_line(rep.rule, rep.sesoi, rep.objective), verdict(rep), design_noise(rep),
+            *([shapley_line(rep)] if shap else []), *([path_line(rep)] if rep.rounds is not None else []),
+            *([adaptive_line(rep)] if rep.adaptive and rep.rounds is None else []), STATS_NOTE, *rep.notes]
+    sections = [("Effects", effects_table(rep)), ("Shapley values", shapley_table(rep)), ("Rounds", rounds_table(rep)),
+                ("Arms", arms_table(rep))]
+    paths["html"].write_text(_html(title, images, sections, text, objective_line(rep.objective)))
+    o, e = rep.objective, rep.effects
+    paths["tex"].write_text(latex.tables(
+        rep.arms.rename(columns={"finished": "n"}), e, o, rep.rule, digits(o, rep.arms[f"{o.column}_std"]), "arm",
+        [_claim(r, o.column) for _, r in e.iterrows()], [_effect_name(rep, r) for _, r in e.iterrows()]))
     return paths
 
 
@@ -625,11 +742,20 @@ def _parent(client: MlflowClient, experiment_id: str, sweep_id: str | None, desi
     return found[0] if found else None
 
 
-def report_design(client: MlflowClient, parent, out: Path, title: str,
-                  spec: dict | None = None) -> tuple[effects.DesignReport, dict]:
+def with_test_samples(runs: pd.DataFrame, n: int | None) -> pd.DataFrame:
+    """Runs from before `test_samples` was logged, given the test set's size by hand."""
+    if n is None:
+        return runs
+    runs = runs.copy()
+    runs["metrics.test_samples"] = runs.get("metrics.test_samples", pd.Series(math.nan, index=runs.index)).fillna(n)
+    return runs
+
+
+def report_design(client: MlflowClient, parent, out: Path, title: str, spec: dict | None = None,
+                  sesoi: float | None = None, test_samples: int | None = None) -> tuple[effects.DesignReport, dict]:
     spec = spec or design_of(client, parent.info.run_id)
-    runs = design_runs(client, parent.info.experiment_id, spec)
-    rep = effects.analyse(runs, spec)
+    runs = with_test_samples(design_runs(client, parent.info.experiment_id, spec), test_samples)
+    rep = effects.analyse(runs, spec, sesoi=sesoi)
     return rep, write_design(rep, runs, out, title)
 
 
@@ -641,16 +767,18 @@ def for_sweep(client: MlflowClient, parent_id: str, cfg, fingerprints: list[str]
     title = f"ablate report: {cfg.tracking.experiment}"
     if tracking.DESIGN in parent.data.tags:
         rep, paths = report_design(client, parent, out, f"{title}, design {parent.data.tags[tracking.DESIGN]}",
-                                   design_spec)
+                                   design_spec, cfg.report.get("sesoi"))
         print(objective_line(rep.objective))
+        print(rule_line(rep.rule, rep.sesoi, rep.objective))
         print(effects_table(rep).to_string(index=False))
         print(verdict(rep))
         print(design_noise(rep))
     else:
         runs, notes = load_runs(client.tracking_uri, exp.name, fingerprints=fingerprints)
-        rep = build(runs, notes)
+        rep = build(runs, notes, sesoi=cfg.report.get("sesoi"))
         paths = write(rep, out, title=title)
         print(objective_line(rep.objective))
+        print(rule_line(rep.rule, rep.sesoi, rep.objective))
         print(table(rep).to_string(index=False))
         print(grid_noise(rep))
     client.log_artifacts(parent_id, str(out), "report")
@@ -668,8 +796,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filter", default="", help="an MLflow filter string, e.g. \"params.step != '4'\"")
     ap.add_argument("--order", default=None, help="param that orders the study (default: step, if it varies)")
     ap.add_argument("--baseline", default=None, help="compare every configuration with this one, e.g. norm=none")
+    ap.add_argument("--sesoi", default=None, type=float,
+                    help="smallest effect of interest, in the objective's units: effects whose adjusted interval "
+                         "lies inside ±sesoi are called equivalent (default: the study's report.sesoi)")
+    ap.add_argument("--test-samples", default=None, type=int,
+                    help="the test set's size, for runs that did not log test_samples (the binomial floor)")
     ap.add_argument("--out", default="reports/latest", type=Path)
     args = ap.parse_args(argv)
+    if args.sesoi is not None and not args.sesoi > 0:
+        print(f"ablate.report: --sesoi {args.sesoi} is invalid: give a positive size in the objective's units, "
+              f"e.g. --sesoi 0.1.", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pd.set_option("display.width", 250)
     uri = tracking.resolve_uri(args.tracking_uri)
@@ -684,16 +821,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise ReportError(f"No sweep of design {args.design!r} in experiment {args.experiment!r} ({uri}).")
             if parent is not None and tracking.DESIGN in parent.data.tags:
                 rep, paths = report_design(client, parent, args.out,
-                                           f"{title}, design {parent.data.tags[tracking.DESIGN]}")
-                _say([objective_line(rep.objective), effects_table(rep), verdict(rep)], rep.notes, paths)
+                                           f"{title}, design {parent.data.tags[tracking.DESIGN]}", None, args.sesoi,
+                                           args.test_samples)
+                _say([objective_line(rep.objective), rule_line(rep.rule, rep.sesoi, rep.objective), effects_table(rep),
+                      verdict(rep)], rep.notes, paths)
                 return 0
         runs, notes = load_runs(uri, args.experiment, args.sweep_id, args.filter)
-        rep = build(runs, notes, order=args.order, baseline=args.baseline)
+        rep = build(with_test_samples(runs, args.test_samples), notes, order=args.order, baseline=args.baseline,
+                    sesoi=args.sesoi)
     except (ReportError, AblateError) as exc:  # a missing store; runs scored by different objectives
         print(f"ablate.report: {exc}", file=sys.stderr)
         return 2
     paths = write(rep, args.out, title=title)
-    _say([objective_line(rep.objective), table(rep), delta_table(rep), grid_noise(rep)], rep.notes, paths)
+    _say([objective_line(rep.objective), rule_line(rep.rule, rep.sesoi, rep.objective), table(rep), delta_table(rep),
+          grid_noise(rep)], rep.notes, paths)
     return 0
 
 

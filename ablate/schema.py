@@ -71,6 +71,7 @@ class Tracking:
 class Report:
     auto: bool = True
     out: str | None = None
+    sesoi: float | None = None  # smallest effect of interest, in the objective's units: turns on equivalence (TOST)
 
 
 @dataclass

@@ -1,11 +1,23 @@
-"""Intervals and tests for a handful of seeds: t-intervals, a bootstrap beside them,
-paired and Welch comparisons, Holm's adjustment for many comparisons, and the
-smallest difference a number of seeds can detect. scipy.stats does the work; this
-module fixes the choices (95%, the metric's range, what a tiny sample allows).
+"""Intervals and tests for a handful of seeds, and the one rule that turns them into
+claims. scipy.stats does the work; this module fixes the choices.
+
+The decision rule (`Rule`): a family of m comparisons, each looked at up to L times
+(an adaptive study adds seeds between looks; L = max - min + 1), is tested at
+alpha / (m L) per comparison and look (Bonferroni). An effect is *clear* when its
+t-interval at level 1 - alpha / (m L) excludes 0, which for a t-test is the same as
+p m L < alpha: the interval shown is the one that decided. The chance of any false
+claim in the family, over every look, is then at most alpha. The adaptive study's
+stopping, racing, "detectable" and the report's verdict all use it.
+
+With a smallest effect of interest Δ (`sesoi`), a comparison is *equivalent* (no
+effect beyond ±Δ) when its (1 - 2 alpha / (m L)) interval lies inside ±Δ: two one-sided
+tests (TOST, Schuirmann 1987) at the same per-comparison level.
+
 Ranges are (low, high) in the metric's units, None for an open end; a difference of
 two values has its own range (Objective.delta_bounds)."""
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from contextlib import contextmanager
@@ -16,17 +28,53 @@ from scipy import optimize, stats
 
 LEVEL = 0.95
 ALPHA = 1 - LEVEL
+BOOTSTRAP_MIN = 20  # below ~20 values a bootstrap interval covers far less than it says (0.75 at 3, 0.86 at 6)
 Bounds = tuple[float | None, float | None] | None
 
 
 @contextmanager
 def _quiet():
-    """Equal values on every seed (say, all at 100%) have zero variance: scipy warns of
-    precision loss and degenerate bootstraps; the interval is then just the point."""
+    """Near-equal values on every seed: scipy warns of precision loss and degenerate
+    bootstraps; those cases are handled as "no spread" before they matter."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
         warnings.filterwarnings("ignore", category=stats.DegenerateDataWarning)
         yield
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The one decision rule: Bonferroni over `comparisons` (m) x `looks` (L)."""
+    comparisons: int = 1
+    looks: int = 1
+    alpha: float = ALPHA
+
+    @property
+    def each(self) -> float:
+        """The per-comparison, per-look error rate: alpha / (m L)."""
+        return self.alpha / (max(1, self.comparisons) * max(1, self.looks))
+
+    @property
+    def level(self) -> float:
+        """The confidence level of the interval that decides: 1 - alpha / (m L)."""
+        return 1 - self.each
+
+    def adjust(self, p):
+        """p-values scaled to the family: min(1, p m L); clear when below alpha."""
+        return np.minimum(1.0, np.asarray(p, dtype=float) * max(1, self.comparisons) * max(1, self.looks))
+
+    def percent(self) -> str:
+        """The decisive interval's level as a label: `95%`, `99.17%`."""
+        return f"{100 * self.level:.4g}%"
+
+    def describe(self) -> str:
+        """The rule in one sentence, with the family it controls."""
+        fam = f"{self.comparisons} comparison{'s' if self.comparisons != 1 else ''}"
+        if self.looks > 1:
+            fam += f" × {self.looks} looks each (seeds added between looks)"
+        return (f"Decision rule: an effect is clear when its {self.percent()} t-interval excludes 0, i.e. "
+                f"p × {max(1, self.comparisons) * max(1, self.looks)} < {self.alpha:g} (Bonferroni over {fam}); "
+                f"the chance of any false claim among them is at most {self.alpha:g}.")
 
 
 def clip(lo: float, hi: float, bounds: Bounds) -> tuple[float, float]:
@@ -39,119 +87,177 @@ def clip(lo: float, hi: float, bounds: Bounds) -> tuple[float, float]:
     return (lo if low is None else max(lo, low)), (hi if high is None else min(hi, high))
 
 
-def t_interval(x, bounds: Bounds = None) -> tuple[float, float]:
-    """95% t-interval of the mean, cut to `bounds`; NaN with fewer than two values."""
+def no_spread(x) -> bool:
+    """All values equal up to float noise. Accuracies on a 10,000-image test set are
+    multiples of 0.01 pp, so equal differences happen for real; 99.47 - 99.45 and
+    99.48 - 99.46 differ by 1e-14, which a t-test would read as certainty."""
     x = np.asarray(x, dtype=float)
-    if len(x) < 2:
+    return len(x) >= 2 and float(np.ptp(x)) <= 1e-9 * max(1.0, float(np.abs(x).max()))
+
+
+def t_interval(x, bounds: Bounds = None, level: float = LEVEL) -> tuple[float, float]:
+    """t-interval of the mean at `level`, cut to `bounds`. NaN with fewer than two
+    values, or with no spread (the interval would be a point that claims certainty)."""
+    x = np.asarray(x, dtype=float)
+    if len(x) < 2 or no_spread(x):
         return math.nan, math.nan
-    if np.ptp(x) == 0:
-        return float(x[0]), float(x[0])
-    lo, hi = stats.t.interval(LEVEL, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
+    lo, hi = stats.t.interval(level, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
     return clip(float(lo), float(hi), bounds)
 
 
-def bootstrap_interval(x, seed: int = 0) -> tuple[float, float]:
-    """95% bootstrap interval of the mean (scipy.stats.bootstrap; BCa from 6 values,
-    percentile below, where BCa's jackknife is unstable). It lies inside the values'
-    own range, so it respects the metric's. With a handful of seeds it is too narrow:
-    3 values allow only 10 distinct resamples. Shown beside the t-interval, never alone."""
+def bootstrap_interval(x, seed: int = 0, level: float = LEVEL) -> tuple[float, float]:
+    """Bootstrap interval of the mean (scipy.stats.bootstrap, BCa), only from
+    BOOTSTRAP_MIN values up: below that it covers far less than its level (exactly
+    [min, max] of 3 values, 75%), so it is NaN there and never shown."""
     x = np.asarray(x, dtype=float)
-    if len(x) < 2:
+    if len(x) < BOOTSTRAP_MIN or no_spread(x):
         return math.nan, math.nan
-    if np.ptp(x) == 0:
-        return float(x[0]), float(x[0])
     with _quiet():
-        res = stats.bootstrap((x,), np.mean, confidence_level=LEVEL, n_resamples=9999,
-                              method="BCa" if len(x) >= 6 else "percentile", rng=np.random.default_rng(seed))
+        res = stats.bootstrap((x,), np.mean, confidence_level=level, n_resamples=9999, method="BCa",
+                              rng=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def sign_flip_p(d) -> float:
+    """Exact two-sided permutation p of mean(d) = 0 over all 2^n sign flips of the
+    paired differences (scipy.stats.permutation_test). Needs no spread estimate:
+    three equal differences give 0.25, whatever their size."""
+    d = np.asarray(d, dtype=float)
+    if not np.any(d):
+        return 1.0
+    res = stats.permutation_test((d,), np.mean, permutation_type="samples", alternative="two-sided",
+                                 n_resamples=np.inf if len(d) <= 16 else 99_999, rng=np.random.default_rng(0))
+    return float(res.pvalue)
 
 
 @dataclass
 class Comparison:
-    """b - a, for one metric."""
+    """b - a, for one metric, judged by one Rule."""
     delta: float
-    ci_lo: float          # t-interval
+    ci_lo: float          # t-interval at the rule's level (the one that decides); NaN: n<2 or no spread
     ci_hi: float
-    boot_lo: float        # bootstrap interval (paired: of the per-seed differences)
-    boot_hi: float
-    p: float
-    test: str             # "paired t", "Welch t" or "none (n<2)"
+    p: float              # raw two-sided p
+    p_adj: float          # p scaled to the rule's family: clear when < alpha
+    clear: bool
+    test: str             # "paired t", "Welch t", "sign-flip (no spread)" or "none (n<2)"
     n: int                # pairs, or the smaller group
-    sd: float = math.nan  # of the paired differences, or pooled over both groups
-    mdd: float = math.nan  # the smallest true difference these seeds detect (power 0.8, alpha 0.05)
+    sd: float = math.nan  # of the paired differences; Welch: root-mean of the two variances
+    mdd: float = math.nan  # estimated smallest true difference the rule finds with power 0.8
+    spread: bool = True   # False: every seed gave the same difference
+    eq_lo: float = math.nan  # (1 - 2 each) interval, for the equivalence test
+    eq_hi: float = math.nan
+    equivalent: bool = False  # the eq interval lies inside ±sesoi
+    boot_lo: float = math.nan  # bootstrap at the rule's level, from BOOTSTRAP_MIN pairs up
+    boot_hi: float = math.nan
+    level: float = LEVEL
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def paired(a: np.ndarray, b: np.ndarray, bounds: Bounds = None) -> Comparison:
-    """b - a over matched seeds: a one-sample t-test on the differences, its interval
-    cut to `bounds` (the range a difference can take)."""
+def _none(delta: float, n: int, rule: Rule) -> Comparison:
+    return Comparison(delta, math.nan, math.nan, math.nan, math.nan, False, "none (n<2)", n, level=rule.level)
+
+
+def _equivalent(lo: float, hi: float, sesoi: float | None) -> bool:
+    return sesoi is not None and not math.isnan(lo) and -sesoi < lo and hi < sesoi
+
+
+def paired(a, b, bounds: Bounds = None, rule: Rule = Rule(), sesoi: float | None = None) -> Comparison:
+    """b - a over matched seeds: a one-sample t-test on the differences at the rule's
+    level, its interval cut to `bounds` (the range a difference can take). With no
+    spread in the differences the t-test is undefined: an exact sign-flip p instead,
+    and no interval."""
     d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    if len(d) < 2:
-        return Comparison(float(d.mean()) if len(d) else math.nan, *(math.nan,) * 5, "none (n<2)", len(d))
-    lo, hi = t_interval(d, bounds)
-    if np.ptp(d) == 0:
-        p = 0.0 if d[0] != 0 else 1.0
-    else:
-        with _quiet():
-            p = float(stats.ttest_1samp(d, 0.0).pvalue)
+    n = len(d)
+    if n < 2:
+        return _none(float(d.mean()) if n else math.nan, n, rule)
+    delta = float(d.mean())
+    if no_spread(d):
+        p = sign_flip_p(d)
+        p_adj = float(rule.adjust(p))
+        return Comparison(delta, math.nan, math.nan, p, p_adj, p_adj < rule.alpha, "sign-flip (no spread)", n,
+                          0.0, math.nan, False, level=rule.level)
+    with _quiet():
+        p = float(stats.ttest_1samp(d, 0.0).pvalue)
+    lo, hi = t_interval(d, bounds, rule.level)
+    eq_lo, eq_hi = t_interval(d, bounds, 1 - 2 * rule.each)
     sd = float(d.std(ddof=1))
-    return Comparison(float(d.mean()), lo, hi, *bootstrap_interval(d), p, "paired t", len(d), sd,
-                      min_detectable(sd, len(d)))
+    p_adj = float(rule.adjust(p))
+    return Comparison(delta, lo, hi, p, p_adj, p_adj < rule.alpha, "paired t", n, sd,
+                      min_detectable(sd, n, alpha=rule.each), True, eq_lo, eq_hi, _equivalent(eq_lo, eq_hi, sesoi),
+                      *bootstrap_interval(d, level=rule.level), level=rule.level)
 
 
-def welch(a: np.ndarray, b: np.ndarray, bounds: Bounds = None) -> Comparison:
-    """b - a for unmatched seeds: Welch's t-test (its interval cut to `bounds`) and a
-    two-sample bootstrap."""
+def welch(a, b, bounds: Bounds = None, rule: Rule = Rule(), sesoi: float | None = None) -> Comparison:
+    """b - a for unmatched seeds: Welch's t-test, its interval at the rule's level cut
+    to `bounds`."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     delta = float(b.mean() - a.mean()) if len(a) and len(b) else math.nan
-    if len(a) < 2 or len(b) < 2:
-        return Comparison(delta, *(math.nan,) * 5, "none (n<2)", min(len(a), len(b)))
+    n = min(len(a), len(b))
+    if n < 2:
+        return _none(delta, n, rule)
+    if no_spread(a) and no_spread(b):
+        return Comparison(delta, math.nan, math.nan, math.nan, math.nan, False, "none (no spread in either arm)",
+                          n, 0.0, spread=False, level=rule.level)
     with _quiet():
         test = stats.ttest_ind(b, a, equal_var=False)
-        ci = test.confidence_interval(LEVEL)
-        boot = stats.bootstrap((b, a), lambda y, x: np.mean(y) - np.mean(x), n_resamples=9999,
-                               method="percentile", rng=np.random.default_rng(0))
+        ci, eq = test.confidence_interval(rule.level), test.confidence_interval(1 - 2 * rule.each)
     lo, hi = clip(float(ci.low), float(ci.high), bounds)
-    p = float(test.pvalue) if not math.isnan(test.pvalue) else (0.0 if delta != 0 else 1.0)
+    eq_lo, eq_hi = clip(float(eq.low), float(eq.high), bounds)
+    p = float(test.pvalue)
+    p_adj = float(rule.adjust(p))
     sd = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    n = min(len(a), len(b))
-    return Comparison(delta, lo, hi, float(boot.confidence_interval.low), float(boot.confidence_interval.high),
-                      p, "Welch t", n, sd, min_detectable(sd, n, paired_design=False))
-
-
-def holm(pvalues) -> np.ndarray:
-    """Holm's step-down adjustment: controls the chance of any false claim among the
-    comparisons (family-wise error) at alpha, for any dependence between them.
-    scipy has Benjamini-Hochberg (false_discovery_control) but not Holm."""
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    m = int(ok.sum())
-    if m == 0:
-        return out
-    order = np.argsort(p[ok])
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[ok][order]).clip(max=1.0)
-    vals = np.empty(m)
-    vals[order] = adjusted
-    out[ok] = vals
-    return out
+    return Comparison(delta, lo, hi, p, p_adj, p_adj < rule.alpha, "Welch t", n, sd,
+                      min_detectable(sd, n, paired_design=False, alpha=rule.each), True, eq_lo, eq_hi,
+                      _equivalent(eq_lo, eq_hi, sesoi), level=rule.level)
 
 
 def min_detectable(sd: float, n: int, paired_design: bool = True, alpha: float = ALPHA,
                    power: float = 0.8) -> float:
-    """The smallest true difference that n seeds per arm detect with the given power
-    (two-sided t-test at alpha): paired uses the sd of the per-seed differences."""
-    if n < 2 or math.isnan(sd):
+    """An estimate of the smallest true difference that n seeds per arm detect with the
+    given power, by a two-sided t-test at `alpha` (pass the rule's per-comparison
+    level, Rule.each): paired uses the sd of the per-seed differences. An estimate,
+    because `sd` is itself estimated from the seeds."""
+    if n < 2 or math.isnan(sd) or sd <= 0:
         return math.nan
     df = n - 1 if paired_design else 2 * (n - 1)
     se = sd / math.sqrt(n) if paired_design else sd * math.sqrt(2 / n)
-    # noncentral t: the shift at which P(|T| > t_crit) reaches `power`
     t_crit = stats.t.ppf(1 - alpha / 2, df)
 
     def shortfall(shift: float) -> float:  # power at this noncentrality, minus the target
-        reach = stats.nct.sf(t_crit, df, shift) + stats.nct.cdf(-t_crit, df, shift)
-        return float(np.nan_to_num(reach, nan=1.0)) - power  # scipy's nct gives NaN where power is ~1
+        # scipy's noncentral t cdf is NaN far in its lower tail, where the term is < 1e-15: read it as 0
+        lower = float(np.nan_to_num(stats.nct.cdf(-t_crit, df, shift), nan=0.0))
+        return float(stats.nct.sf(t_crit, df, shift)) + lower - power
 
-    return float(optimize.brentq(shortfall, 0.0, 60.0)) * se
+    hi = 60.0
+    while shortfall(hi) < 0 and hi < 1e6:  # df 1 at a tiny alpha needs a huge shift
+        hi *= 4
+    return float(optimize.brentq(shortfall, 0.0, hi)) * se
+
+
+def binomial_floor(p: float, n: int) -> float:
+    """The test set's own sampling noise of an accuracy p (a fraction) measured on n
+    independent examples: sqrt(p (1 - p) / n), as a fraction (Jordan 2024, "On the
+    variance of neural network training"). Seed-to-seed spread below it is mostly
+    the test set's; above it, the training's."""
+    return math.sqrt(p * (1 - p) / n) if n > 0 and 0 <= p <= 1 else math.nan
+
+
+def shapley(value: dict[frozenset, np.ndarray], players: list[str]) -> dict[str, np.ndarray]:
+    """Exact Shapley values of a game given on every coalition: `value[S]` is v(S), an
+    array over seeds (the arm with the factors S on). phi_i = sum over S not holding i
+    of |S|! (k - |S| - 1)! / k! (v(S + i) - v(S)). Per seed, the players' values add
+    up to v(all) - v(empty) (efficiency). Raises KeyError if a coalition is missing."""
+    k = len(players)
+    out = {}
+    for i in players:
+        rest = [p for p in players if p != i]
+        total = 0.0
+        for size in range(k):
+            weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
+            for s in itertools.combinations(rest, size):
+                s = frozenset(s)
+                total = total + weight * (np.asarray(value[s | {i}], dtype=float) - np.asarray(value[s], dtype=float))
+        out[i] = np.asarray(total, dtype=float)
+    return out

@@ -69,7 +69,9 @@ def test_deltas_are_paired_by_seed_with_scipys_ci(study):
     d = rep.deltas.set_index(["from", "to"])
     row = d.loc[("step=2", "step=3")]
     a, b = STUDY[2][3], STUDY[3][3]
-    ci = stats.ttest_rel(b, a).confidence_interval(0.95)
+    # the interval the rule decides with: Bonferroni over every comparison of the table
+    assert rep.rule.comparisons == len(rep.deltas) and rep.rule.level == pytest.approx(1 - 0.05 / len(rep.deltas))
+    ci = stats.ttest_rel(b, a).confidence_interval(rep.rule.level)
     assert row["vs"] == "previous" and row["best_test_acc_test"] == "paired t"
     assert row["best_test_acc_delta"] == pytest.approx(np.mean(b) - np.mean(a))
     assert (row["best_test_acc_ci_lo"], row["best_test_acc_ci_hi"]) == pytest.approx((ci.low, ci.high))
@@ -87,7 +89,7 @@ def test_different_seeds_fall_back_to_welch(store):
     rep = report.build(*report.load_runs(store, "ablate"))
     row = rep.deltas.iloc[0]
     ci = stats.ttest_ind([99.3, 99.5], [99.0, 99.1, 99.2], equal_var=False).confidence_interval(0.95)
-    assert row["best_test_acc_test"] == "Welch t"
+    assert row["best_test_acc_test"] == "Welch t"  # fewer than two shared seeds
     assert (row["best_test_acc_ci_lo"], row["best_test_acc_ci_hi"]) == pytest.approx((ci.low, ci.high))
 
 
@@ -165,19 +167,23 @@ def test_changed_keeps_shared_details_and_drops_option_specific_ones():
                                     "scheduler: none→onecycle")
 
 
-def test_equal_deltas_on_every_seed_give_a_point_interval_without_warnings():
+def test_equal_deltas_on_every_seed_are_no_spread_with_an_exact_sign_flip_p_without_warnings():
+    """Issue 21 item 8: the same Δ on every seed is not certainty. A t-test read
+    [99.45, 99.45, 99.46] -> [99.47, 99.47, 99.48] (float noise 1e-14) as p 5.6e-26."""
     import warnings
 
     import pandas as pd
 
     from ablate.report import compare
-    a = pd.DataFrame({"seed": [0, 1, 2], "acc": [10.0, 20.0, 30.0]})
-    b = pd.DataFrame({"seed": [0, 1, 2], "acc": [11.0, 21.0, 31.0]})
+    a = pd.DataFrame({"seed": [0, 1, 2], "acc": [99.45, 99.45, 99.46]})
+    b = pd.DataFrame({"seed": [0, 1, 2], "acc": [99.47, 99.47, 99.48]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # scipy's precision-loss warning would fail here
         out = compare(a, b, "acc")
-    assert out["test"] == "paired t"
-    assert out["delta"] == out["ci_lo"] == out["ci_hi"] == 1.0
+    assert out["test"] == "sign-flip (no spread)" and not out["spread"]
+    assert out["delta"] == pytest.approx(0.02)
+    assert out["p"] == pytest.approx(0.25) and not out["clear"]  # 2 of the 8 sign patterns are as extreme
+    assert math.isnan(out["ci_lo"]) and math.isnan(out["ci_hi"])  # no zero-width interval
 
 
 def test_a_key_that_echoes_another_does_not_name_configurations():
@@ -209,9 +215,9 @@ def test_a_min_objective_calls_a_decrease_an_improvement_and_its_intervals_are_n
     down, up = d.loc[("step=1", "step=2")], d.loc[("step=2", "step=3")]
     assert down["final_test_rmse_delta"] < 0 and down["final_test_rmse_clear"] and down["final_test_rmse_better"]
     assert up["final_test_rmse_delta"] > 0 and up["final_test_rmse_clear"] and not up["final_test_rmse_better"]
-    ci = stats.ttest_rel(final[3], final[2]).confidence_interval(0.95)
+    ci = stats.ttest_rel(final[3], final[2]).confidence_interval(rep.rule.level)
     assert (up["final_test_rmse_ci_lo"], up["final_test_rmse_ci_hi"]) == pytest.approx((ci.low, ci.high))  # > 100
-    shown = report.delta_table(rep).set_index(["from", "to"])["clear"]
+    shown = report.delta_table(rep).set_index(["from", "to"])["verdict"]
     assert (shown[("step=1", "step=2")], shown[("step=2", "step=3")]) == ("improves", "worsens")
     md = report.markdown(rep)
     assert md.startswith("Objective: final test RMSE, lower is better. A negative Δ is an improvement.")

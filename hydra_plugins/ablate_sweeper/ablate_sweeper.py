@@ -98,10 +98,11 @@ class AblationSweeper(Sweeper):
         uri = tracking.resolve_uri(cfg.tracking.uri)
         runner = adaptive.StoreRunner(design, plan.other, self.launch, uri, cfg.tracking.experiment, policy.metric)
         parent = os.environ.get(tracking.ENV_PARENT)
+        sesoi = cfg.report.get("sesoi")  # the smallest effect of interest: `until: settled` stops on it
 
         def save(record: dict) -> None:
             spec = {**design.spec(), "arms": sorted(set(runner.arm_of.values())), "fingerprints": runner.arm_of,
-                    "objective": asdict(objective), **record}
+                    "objective": asdict(objective), "sesoi": sesoi, **record}
             text = json.dumps(spec)
             (sweep_dir / tracking.DESIGN_FILE).write_text(text)
             if parent:
@@ -128,7 +129,8 @@ class AblationSweeper(Sweeper):
             log.info(f"Design {design.name} ({design.kind}): {len(arm_list)} arms, seeds {policy.min}..{policy.max} "
                      f"until {policy.until} (half-width {policy.halfwidth}{units} of {policy.metric}; "
                      f"{objective.describe()})")
-            study = adaptive.seed_rounds(policy, arm_list, adaptive.comparisons(design, arm_list), run_and_save)
+            study = adaptive.seed_rounds(policy, arm_list, adaptive.comparisons(design, arm_list), run_and_save,
+                                         sesoi, objective.delta_bounds)
             save({"adaptive": {"policy": asdict(policy), **study.record()}})
             for d in study.decisions:
                 log.info(f"  {d.comparison}: {d.reason}")
