@@ -51,8 +51,9 @@ class Comparison:
     signs: tuple[float, ...]  # the contrast: sum of sign * arm, per seed
 
     def values(self, table: pd.DataFrame) -> pd.Series:
-        sub = table[list(self.arms)].dropna()  # the seeds every arm of it has
-        return pd.Series(sub.to_numpy() @ np.array(self.signs), index=sub.index)
+        sub = table.reindex(columns=list(self.arms)).to_numpy(dtype=float)
+        ok = ~np.isnan(sub).any(axis=1)  # the seeds every arm of it has
+        return pd.Series(sub[ok] @ np.array(self.signs), index=table.index[ok])
 
 
 @dataclass
@@ -119,7 +120,7 @@ def decide(policy: SeedPolicy, comps: list[Comparison], table: pd.DataFrame, fai
         if n < 2:
             out.append(Decision(c.name, n, math.nan, math.nan, math.nan, "open"))
             continue
-        comp = stats.paired(np.zeros(n), d.to_numpy(), bounds, rule, sesoi)
+        comp = stats.paired(np.zeros(n), d.to_numpy(), bounds, rule, sesoi, detect=False)
         lo, hi = comp.ci_lo, comp.ci_hi
         half = (hi - lo) / 2 if not math.isnan(lo) else math.inf  # no spread: no interval to be narrow
         if n < policy.min:
@@ -216,7 +217,8 @@ def _gain(table: pd.DataFrame, current: str, cand: str, bounds) -> tuple[float, 
 
 
 def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
-                objective: Objective | None = None) -> GreedyPath:
+                objective: Objective | None = None,
+                on_round: Callable[[GreedyRound], None] | None = None) -> GreedyPath:
     """Each round: every remaining factor on the current config, `seeds` seeds each,
     paired with the current config on the same seeds; keep the one whose mean gain
     improves the objective most (the largest gain where higher is better, the most
@@ -224,7 +226,7 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
     a time, dropping those whose paired difference to the round's leader lies wholly
     on the worse side of zero by stats.Rule over every pair of the round's candidates
     and every look (2..seeds): the chance that a round drops any candidate that is in
-    truth as good as another stays at 5%."""
+    truth as good as another stays at 5%. `on_round` is called with each round as it ends."""
     objective = objective or Objective()
     sign = objective.sign  # sign * gain > 0: better
     current: tuple[str, ...] = ()
@@ -250,7 +252,7 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
             for f in [f for f in alive if f != leader]:
                 # how much better f is than the leader, per seed: worse by the rule drops it
                 diff = sign * (table[cands[f].name] - table[cands[leader].name]).dropna().to_numpy()
-                worse = stats.paired(np.zeros(len(diff)), diff, None, race_rule)
+                worse = stats.paired(np.zeros(len(diff)), diff, None, race_rule, detect=False)
                 if worse.clear and worse.delta < 0:
                     alive.remove(f)
                     dropped[f] = k
@@ -262,6 +264,8 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
                               f"the path cannot go on. See the failed runs.")
         chosen = max(contenders, key=lambda c: sign * c.gain).factor
         result.rounds.append(GreedyRound(current, round_cands, chosen))
+        if on_round is not None:  # the sweeper logs each round as it ends
+            on_round(result.rounds[-1])
         current = (*current, chosen)
         remaining.remove(chosen)
     result.path = current

@@ -559,7 +559,7 @@ def adaptive_line(rep: effects.DesignReport) -> str:
     p, o = rep.adaptive["policy"], rep.objective
     stop = {"decisive": "excludes 0 or is narrower than ±{h}", "precise": "is narrower than ±{h}",
             "settled": "excludes 0 or lies inside ±sesoi (equivalent)"}[p["until"]].format(
-        h=f"{p['halfwidth']}{_units(o)}")
+        h=f"{p['halfwidth']}{_units(o)} (in {p.get('metric') or o.column}'s own units)")
     line = (f"Seeds chosen by the study: {p['min']} for every arm, then one more a round for the arms of each "
             f"comparison until its interval at the rule's level {stop}, up to {p['max']} seeds. The rule above "
             f"counts all {rep.rule.looks} looks, so a comparison that stopped as decisive is clear here, with the "

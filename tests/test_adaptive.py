@@ -175,7 +175,7 @@ def test_the_halfwidth_is_in_the_metrics_own_units_and_the_report_says_so():
             "objective": asdict(RMSE), "adaptive": {"policy": asdict(policy), **study.record()}}
     rep = effects.analyse(runs, json.loads(json.dumps(spec)))
     line = report.adaptive_line(rep)
-    assert "±5.0 (in final_test_rmse's own units)" in line and "pp" not in line
+    assert "±5.0 (in final_test_rmse's own units)" in line and " pp" not in line
     assert report.design_markdown(rep).startswith("Objective: final test RMSE, lower is better.")
 
 
