@@ -3,6 +3,7 @@ sweeper and each launcher, skip-finished, tags, the design's report, bad designs
 import json
 
 import mlflow
+import pandas as pd
 import pytest
 
 from conftest import run_cli
@@ -39,7 +40,8 @@ def test_the_leave_one_out_preset_runs_every_arm_once_and_a_rerun_trains_nothing
     report = next(tmp_path.glob("multirun/*/*/report"))
     effects = (report / "effects.csv").read_text()
     assert all(f in effects for f in LOO_FACTORS) and (report / "report.png").stat().st_size > 10_000
-    assert "Clear of seed noise" in (report / "report.md").read_text()
+    assert "Clear (final test accuracy" in (report / "report.md").read_text()
+    assert "Decision rule: an effect is clear when its 99.17% t-interval excludes 0" in (report / "report.md").read_text()
 
     again = run_cli(args, cwd=tmp_path, timeout=900)
     assert again.returncode == 0 and again.stdout.count("Skipping") == 14
@@ -62,6 +64,12 @@ def test_an_ad_hoc_factorial_through_submitit_tags_every_level(tmp_path, tiny_da
     spec_run = df[df["tags.mlflow.parentRunId"].isna()].iloc[0]
     spec = json.loads(mlflow.artifacts.load_text(f"{spec_run['artifact_uri']}/design.json"))
     assert spec["kind"] == "factorial" and sorted(spec["fingerprints"].values()) == sorted(jobs.index)
+    # the factorial's Shapley values add up to all on - all off, and the report shows them
+    report = next(tmp_path.glob("multirun/*/*/report"))
+    shapley = pd.read_csv(report / "shapley.csv")
+    acc = jobs["metrics.final_test_acc"]
+    assert shapley["shapley"].sum() == pytest.approx(acc["bn+rot"] - acc["baseline"])
+    assert "## Shapley values" in (report / "report.md").read_text() and (report / "report.tex").exists()
 
 
 @pytest.mark.slow
