@@ -367,9 +367,11 @@ def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str 
             f"{std.min():{f}}–{std.max():{f}}{units} (median {std.median():{f}})")
     floor = pd.Series(dtype=float) if floor is None else floor.dropna()
     if len(floor):
-        share = min(1.0, (floor.median() / std.median()) ** 2) if std.median() > 0 else math.nan
-        line += (f"; the test set's own binomial noise √(p(1−p)/N) is {floor.median():{f}}{units} (median; Jordan "
-                 f"2024), about {share:.0%} of the seed-to-seed variance, the rest is training")
+        fl, sd = floor.median(), std.median()
+        line += (f"; the test set's own binomial noise √(p(1−p)/N) is {fl:{f}}{units} (median; Jordan 2024), "
+                 + ("as large as the seeds' spread: differences this small are below what this test set measures"
+                    if fl >= sd else f"so about {(fl / sd) ** 2:.0%} of the seeds' variance is the size the test set "
+                                     f"alone would give, the rest is training"))
     mdd = mdd.dropna()
     if len(mdd):
         at = f"at the rule's α {rule.each:.2g}" if rule is not None else "α 0.05"

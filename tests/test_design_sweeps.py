@@ -41,7 +41,8 @@ def test_the_leave_one_out_preset_runs_every_arm_once_and_a_rerun_trains_nothing
     effects = (report / "effects.csv").read_text()
     assert all(f in effects for f in LOO_FACTORS) and (report / "report.png").stat().st_size > 10_000
     assert "Clear (final test accuracy" in (report / "report.md").read_text()
-    assert "Decision rule: an effect is clear when its 99.17% t-interval excludes 0" in (report / "report.md").read_text()
+    md = (report / "report.md").read_text()
+    assert "Decision rule: an effect is clear when its 99.17% t-interval excludes 0" in md
 
     again = run_cli(args, cwd=tmp_path, timeout=900)
     assert again.returncode == 0 and again.stdout.count("Skipping") == 14

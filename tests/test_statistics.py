@@ -1,6 +1,7 @@
 """Statistics you can defend (issue 21): each item's small input, the value or behaviour
 it must give, and the rule's error rate under the global null. No training: runs are
 DataFrames as mlflow.search_runs gives them, adaptive studies run on drawn values."""
+import contextlib
 import itertools
 import json
 import math
@@ -223,10 +224,8 @@ def test_racing_rarely_drops_one_of_four_equal_candidates():
                 raise StopIteration
             return table, set()
         first = []
-        try:
+        with contextlib.suppress(StopIteration):
             adaptive.greedy_path(four, 5, run, race=True, objective=Objective(), on_round=first.append)
-        except StopIteration:
-            pass
         drops += any(c.dropped_at is not None for c in first[0].candidates)
     assert drops / studies <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / studies)
 
@@ -252,7 +251,8 @@ def test_shapley_values_of_a_factorial_add_up_to_all_on_minus_all_off(tmp_path):
     full = np.array(values["a+b+c"]) - np.array(values["baseline"])
     assert s["shapley"].sum() == pytest.approx(full.mean()) == pytest.approx(s.attrs["total"])
     # the planted game: a and b share their interaction of 1.5 equally, c buys nothing
-    assert s.loc["a", "shapley"] == pytest.approx(2.75, abs=0.1) and s.loc["b", "shapley"] == pytest.approx(1.75, abs=0.1)
+    assert s.loc["a", "shapley"] == pytest.approx(2.75, abs=0.1)
+    assert s.loc["b", "shapley"] == pytest.approx(1.75, abs=0.1)
     assert abs(s.loc["c", "shapley"]) < 0.1
     assert s.loc["a", "leave_one_out"] == pytest.approx(3.5, abs=0.1)  # with b on
     assert s.loc["a", "add_one_in"] == pytest.approx(2.0, abs=0.1)     # with b off
@@ -335,3 +335,24 @@ def test_under_the_global_null_any_false_claim_stays_at_five_percent():
         false += any(d.status == "decisive" for d in study.decisions)
     rate = false / studies
     assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / studies), rate
+
+
+# --- the new keys refuse bad values in one line, before any run ---------------------------
+
+@pytest.mark.parametrize("args, needle", [
+    (["hydra.sweeper.seeds={min:2,max:3,until:settled}"], "equivalent needs a smallest effect of interest"),
+    (["report.sesoi=-0.1"], "report.sesoi=-0.1 is invalid"),
+])
+def test_settled_without_a_sesoi_and_a_negative_sesoi_stop_the_sweep_before_any_run(tmp_path, tiny_data, args,
+                                                                                     needle):
+    from conftest import run_cli
+    out = run_cli(["-m", "ablation=step7_loo", *args, f"data.root={tiny_data}", "train.epochs=1", "progress=false"],
+                  cwd=tmp_path)
+    assert out.returncode == 2 and needle in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_report_refuses_a_sesoi_that_is_not_positive(tmp_path):
+    out = report.main(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--sesoi", "0"])
+    assert out == 2 and not (tmp_path / "mlflow.db").exists()
