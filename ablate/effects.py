@@ -199,8 +199,8 @@ def judge(row: dict, rule: stats.Rule, objective: Objective, sesoi: float | None
     out = {k: v for k, v in row.items() if k != "_per_seed"}
     for m, (a, b) in row["_per_seed"].items():
         seeds = sorted(set(a.index) & set(b.index))
-        if upto is not None:
-            seeds = [s for s in seeds if s < upto]
+        if upto is not None and all(isinstance(s, (int, float, np.number)) for s in seeds):
+            seeds = [s for s in seeds if s < upto]  # an adaptive study's seeds are 0, 1, ...
         comp = stats.paired(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), objective.delta_bounds, rule, sesoi)
         out.update({f"{m}_{k}": v for k, v in comp.as_dict().items()})
     return out
