@@ -37,6 +37,7 @@ from ablate.designs import BASELINE, Arm, Design, DesignError, SeedPolicy, arm_o
 from ablate.metrics import Objective
 
 Job = tuple[str, int]  # (arm name, seed)
+RULE = "bonferroni: comparisons x looks"  # how decisions are taken; recorded in design.json
 # A round's jobs in, every stored result out: a [seed x arm] table of the metric, NaN
 # where a run is missing or failed, and the set of (arm, seed) that failed.
 Runner = Callable[[list[tuple[Arm, int]]], tuple[pd.DataFrame, set[Job]]]
@@ -75,8 +76,10 @@ class Decision:
                 "equivalent": f"equivalent at {self.n} seeds: the adjusted interval lies inside ±sesoi",
                 "precise": f"precise at {self.n} seeds: half-width {(self.hi - self.lo) / 2:.3g}; effects up to "
                            f"{far:.3g} remain possible",
-                "max": f"max seeds ({self.n}) reached, interval still spans 0",
-                "failed": "an arm failed"}[self.status]
+                "max": f"max seeds ({self.n}) reached, interval still spans 0" if not math.isnan(self.lo) else
+                       f"max seeds ({self.n}) reached with no spread observed: too few seeds for the exact "
+                       f"sign-flip test to decide",
+                "failed": f"runs of its arms failed: {self.n} paired seeds by the end"}[self.status]
 
 
 def comparisons(design: Design, arm_list: list[Arm]) -> list[Comparison]:
@@ -152,8 +155,10 @@ class SeedStudy:
     rounds: int
 
     def record(self) -> dict:
+        # "rule": the decisions were taken by stats.Rule over comparisons x looks, as the report
+        # judges (design.json files without it were decided over looks alone)
         return {"decisions": [{**asdict(d), "reason": d.reason} for d in self.decisions], "seeds": self.seeds,
-                "rounds": self.rounds}
+                "rounds": self.rounds, "rule": RULE}
 
 
 def seed_rounds(policy: SeedPolicy, arm_list: list[Arm], comps: list[Comparison], run: Runner,
@@ -170,9 +175,13 @@ def seed_rounds(policy: SeedPolicy, arm_list: list[Arm], comps: list[Comparison]
         grown = dict(want)
         for c, d in zip(comps, decisions, strict=True):
             if d.status == "open" and d.n >= policy.min:
+                asked = min(want[a] for a in c.arms)  # more than d.n where a run of it failed
                 for a in c.arms:
-                    grown[a] = max(grown[a], min(d.n + 1, policy.max))
+                    grown[a] = max(grown[a], min(asked + 1, policy.max))
         if grown == want:
+            for d in decisions:  # nothing more to ask for: an open comparison lost seeds to failed runs
+                if d.status == "open" and d.n >= 2:
+                    d.status = "failed"
             return SeedStudy(decisions, want, rounds)
         want = grown
 

@@ -266,14 +266,16 @@ class SeedPolicy:
 
     def for_objective(self, objective) -> SeedPolicy:
         """The policy deciding on the objective (ablate.metrics.Objective): its summary
-        metric unless `metric` names the same metric's other selection. Another metric
-        is refused: its direction and range would not be the objective's."""
+        metric. Another metric, even the objective's other selection, is refused: the
+        report judges the objective's column, and a comparison that stopped as decisive
+        must be clear there."""
         if self.metric is None:
             return replace(self, metric=objective.column)
-        if self.metric not in (objective.column, objective.other):
+        if self.metric != objective.column:
             raise DesignError(f"hydra.sweeper.seeds.metric={self.metric}: the study's objective is "
-                              f"{objective.describe()}, so the seeds decide on {objective.column} (or "
-                              f"{objective.other}). Drop the key, or choose the metric with objective.metric.")
+                              f"{objective.describe()}, so the seeds decide on {objective.column}, the column the "
+                              f"report judges. Drop the key, or choose the metric with objective.metric and "
+                              f"objective.select.")
         return self
 
     @property

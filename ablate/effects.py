@@ -29,7 +29,7 @@ import pandas as pd
 
 from ablate import source, stats, tracking
 from ablate.config import is_seed, is_setting
-from ablate.designs import BASELINE, Design, arms
+from ablate.designs import BASELINE, Design, DesignError, arms
 from ablate.metrics import Objective
 
 
@@ -146,6 +146,7 @@ def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict, objective: Obj
             row[f"{m}_mean"] = float(x.mean()) if len(x) else math.nan
             row[f"{m}_std"] = float(x.std(ddof=1)) if len(x) > 1 else math.nan
             row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = stats.t_interval(x, objective.bounds)
+            row[f"{m}_spread"] = not stats.no_spread(x)
         if has_floor(objective, runs) and "metrics.test_samples" in done:
             row["floor"] = binomial_floor(row[f"{objective.column}_mean"], done["metrics.test_samples"].max())
         rows.append(row)
@@ -275,10 +276,11 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
     rounds = None
     if design.kind == "greedy_path":
         if "greedy" not in spec:
-            raise ValueError("the greedy path has not finished a round yet: run the study's command again")
+            raise DesignError(f"the greedy path {design.name} has not finished a round yet, so there is no path to "
+                              f"report: run the study's command again to go on.")
         design, rounds = _greedy(spec)
     adaptive = spec.get("adaptive")
-    sesoi = sesoi if sesoi is not None else spec.get("sesoi")
+    sesoi = stats.check_sesoi(sesoi if sesoi is not None else spec.get("sesoi"))
     decided = {d["comparison"]: d for d in (adaptive or {}).get("decisions", [])}
     # every comparison may have been looked at max - min + 1 times, finished or not
     looks = adaptive["policy"]["max"] - adaptive["policy"]["min"] + 1 if adaptive and rounds is None else 1
@@ -287,10 +289,21 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
     runs = runs[runs["arm"].notna()]
     objective = objective or objective_of(spec, runs)
     runs["seed"] = pair_key(runs)
+    notes: list[str] = []
+    if rounds is not None and spec["greedy"].get("in_progress"):
+        notes.append(f"the greedy path is unfinished: {len(design.order)} of {len(design.factors)} rounds ended; "
+                     f"run the study's command again to go on")
+    # a finished run without the objective's value cannot count as a seed of its arm
+    blank = (runs["status"] == "FINISHED") & runs.get(f"metrics.{objective.column}", pd.Series(math.nan,
+                                                                                               index=runs.index)).isna()
+    for _, r in runs[blank].iterrows():
+        notes.append(f"left out run {r['run_id']} (arm {r['arm']}, seed {r['seed']}): finished without a value of "
+                     f"{objective.column}")
+    runs = runs[~blank]
     # a config run twice (force=true, or a FAILED record and its retry): keep the newest
     runs = runs.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
     strata = _strata(runs)
-    notes: list[str] = source.mixed(runs[runs["status"] == "FINISHED"])
+    notes += source.mixed(runs[runs["status"] == "FINISHED"])
     if adaptive and rounds is None and not decided:
         notes.append(f"the adaptive study is unfinished (stopped or still running): the effects use the seeds run so "
                      f"far, still adjusted for the {looks} looks its policy allows; run its command again to finish it")
@@ -322,7 +335,7 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
         d = decided.get(row["effect"])
         out = judge(row, rule, objective, sesoi, upto=d["n"] if d else None)  # the seeds the decision saw
         if d:
-            out["seeds"], out["stopped"] = d["n"], _stopped(d)
+            out["seeds"], out["stopped"] = out[f"{objective.column}_n"], _stopped(d, adaptive.get("rule") is not None)
         judged.append(out)
     effects = pd.DataFrame(judged)
     for m in _metrics(objective) if len(effects) else ():
@@ -332,14 +345,20 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
             notes.append(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
                          + (f": {r['error']}" if r["error"] else ""))
     shap = shapley_table(design, runs, objective, rule) if design.kind == "factorial" and not strata else None
+    if design.kind == "factorial" and strata:
+        notes.append(f"no Shapley values: the factorial is crossed with {', '.join(s[len('params.'):] for s in strata)}"
+                     f", and Shapley values are computed for one factorial at a time (report each value of it with "
+                     f"--filter)")
     return DesignReport(design, pd.DataFrame(arm_rows), effects, [s[len("params."):] for s in strata], notes,
                         rounds, adaptive, objective, rule, sesoi, shap)
 
 
-def _stopped(decision: dict) -> str:
-    """Why an adaptive comparison stopped, in today's words (older design.json files
-    keep the words of their day)."""
+def _stopped(decision: dict, current: bool) -> str:
+    """Why an adaptive comparison stopped: in today's words when the study was decided by
+    today's rule (`current`), else as its design.json says it."""
     from ablate.adaptive import Decision
+    if not current:
+        return f"{decision.get('reason', decision.get('status'))} (decided by an older rule, over looks alone)"
     fields = {k: decision.get(k, math.nan) for k in ("comparison", "n", "delta", "lo", "hi", "status")}
     try:
         return Decision(**fields).reason

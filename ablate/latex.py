@@ -38,7 +38,16 @@ def _delta(r: pd.Series, m: str, dg: int) -> str:
     return f"${d}$ $[{_num(r[f'{m}_ci_lo'], dg, True)}, {_num(r[f'{m}_ci_hi'], dg, True)}]$"
 
 
+def escape(text: str) -> str:
+    """Text for LaTeX: its special characters escaped (a caption holds `%` and a metric
+    name's `_`)."""
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(special.get(c, c) for c in text)
+
+
 def _latex(df: pd.DataFrame, caption: str, label: str) -> str:
+    """`caption`: LaTeX already (escape() its text)."""
     return (df.style.hide(axis="index").format(escape="latex-math").format_index(escape="latex-math", axis=1)
             .to_latex(hrules=True, caption=caption, label=label, position="htbp", position_float="centering",
                       column_format="l" + "r" * (len(df.columns) - 1)))
@@ -56,7 +65,8 @@ def tables(arms: pd.DataFrame, effects: pd.DataFrame, o: Objective, rule: Rule, 
         f"{o.named()}{unit}": [_pm(r[f"{h}_mean"], r[f"{h}_std"], dg) for _, r in arms.iterrows()],
         f"{o.named(_other(o))}{unit}": [_pm(r[f"{b}_mean"], r[f"{b}_std"], dg) for _, r in arms.iterrows()],
     })
-    out = [_latex(arm_table, f"{o.named().capitalize()}{unit}: mean $\\pm$ std over seeds.", "tab:ablate-arms")]
+    out = [_latex(arm_table, escape(f"{o.named().capitalize()}{unit}: mean ") + "$\\pm$ std over seeds.",
+                  "tab:ablate-arms")]
     if len(effects):
         units = f" ({o.units})" if o.units else ""
         level = rule.percent()
@@ -67,8 +77,10 @@ def tables(arms: pd.DataFrame, effects: pd.DataFrame, o: Objective, rule: Rule, 
             f"$p \\times {rule.comparisons * rule.looks}$": effects[f"{h}_p_adj"].map(_p),
             "verdict": verdicts if verdicts is not None else [""] * len(effects),
         })
-        out.append(_latex(eff, f"Effects on the {o.named()}, paired by seed ({o.direction}). Intervals and $p$ "
-                               f"are Bonferroni-adjusted over {rule.comparisons} comparisons"
+        family = f"{rule.comparisons} comparison{'s' if rule.comparisons != 1 else ''}"
+        out.append(_latex(eff, escape(f"Effects on the {o.named()} ({o.direction}), paired over the seeds both "
+                                      f"sides have. Intervals and ") + "$p$" + escape(f" are Bonferroni-adjusted over "
+                                                                                       f"{family}")
                           + (f" $\\times$ {rule.looks} looks" if rule.looks > 1 else "")
                           + "; an effect is clear when its interval excludes 0.", "tab:ablate-effects"))
     return "\n".join(out)

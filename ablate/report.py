@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
 import logging
 import math
 import sys
@@ -171,6 +172,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
     column and its other selection (`objective`: by default, the runs' own). Every
     delta of the table is one family under stats.Rule; `sesoi` turns on equivalence."""
     notes = list(notes or [])
+    sesoi = stats.check_sesoi(sesoi)
     objective = objective or Objective.from_runs(runs)
     metrics = (objective.column, objective.other)
     params = {c[len("params."):]: c for c in runs.columns if c.startswith("params.")}
@@ -204,7 +206,8 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
             lo, hi = mean_ci(g[m].to_numpy(), objective.bounds)
             blo, bhi = stats.bootstrap_interval(g[m].to_numpy())
             row.update({f"{m}_mean": g[m].mean(), f"{m}_std": g[m].std(ddof=1) if len(g) > 1 else math.nan,
-                        f"{m}_ci_lo": lo, f"{m}_ci_hi": hi, f"{m}_boot_lo": blo, f"{m}_boot_hi": bhi})
+                        f"{m}_ci_lo": lo, f"{m}_ci_hi": hi, f"{m}_boot_lo": blo, f"{m}_boot_hi": bhi,
+                        f"{m}_spread": not stats.no_spread(g[m].to_numpy(dtype=float))})
         row["best_epoch_mean"] = g["best_epoch"].mean()
         if effects.has_floor(objective, runs):
             row["floor"] = effects.binomial_floor(row[f"{objective.column}_mean"], g["test_samples"].max())
@@ -233,7 +236,9 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         for m in metrics:
             comp = compare(members[a], members[b], m, objective.delta_bounds, rule, sesoi)
             row.update({f"{m}_{k}": v for k, v in comp.items()})
-        if row[f"{objective.column}_unpaired"]:
+        if row[f"{objective.column}_test"] == "Welch t":
+            notes.append(f"{b} vs {a}: unpaired (Welch's test), as fewer than two seeds were run on both sides")
+        elif row[f"{objective.column}_unpaired"]:
             notes.append(f"{b} vs {a}: paired on the {row[f'{objective.column}_n']} seeds both have; seed(s) "
                          f"{row[f'{objective.column}_unpaired']} left out (run on one side only)")
         comparisons.append(row)
@@ -296,7 +301,7 @@ def digits(o: Objective, spread) -> int:
     spread = spread[spread > 0]
     if spread.empty:
         return 3
-    return int(min(6, max(0, 1 - math.floor(math.log10(spread.median())))))
+    return int(min(10, max(0, 1 - math.floor(math.log10(spread.median())))))
 
 
 def _pm(mean, std, digits=2) -> str:
@@ -421,7 +426,7 @@ def table(rep: Report) -> pd.DataFrame:
         out.append({
             "config": s["config"], "n": s["n"], "params": "" if pd.isna(s["param_count"]) else f"{s['param_count']:,}",
             f"{_name(o)} (mean ± std)": _pm(s[f"{h}_mean"], s[f"{h}_std"], dg),
-            "95% CI (t)": _ci(s[f"{h}_ci_lo"], s[f"{h}_ci_hi"], digits=dg, spread=s[f"{h}_std"] != 0),
+            "95% CI (t)": _ci(s[f"{h}_ci_lo"], s[f"{h}_ci_hi"], digits=dg, spread=s[f"{h}_spread"]),
             **({"bootstrap": boot["bootstrap"][i]} if boot else {}),
             _name(o, _other(o)): _pm(s[f"{b}_mean"], s[f"{b}_std"], dg),
             "best epoch": f"{s['best_epoch_mean']:.1f}",
@@ -494,11 +499,20 @@ def effects_table(rep: effects.DesignReport) -> pd.DataFrame:
         "n": e[f"{h}_n"], "p": e[f"{h}_p"].map(_p), f"p × {rep.rule.comparisons * rep.rule.looks}":
             e[f"{h}_p_adj"].map(_p),
         "verdict": [_claim(r, h) for _, r in e.iterrows()],
-        "detectable (est.)": e[f"{h}_mdd"].map(lambda v: "" if math.isnan(v) else f"{v:.{dg}f}"),
+        "detectable (est.)": e[f"{h}_mdd"].map(lambda v: _detectable(v, o, dg)),
         f"Δ {_other(o)} [{rep.rule.percent()} CI]": [_delta(r, b, dg) for _, r in e.iterrows()],
         **({"seeds": e["seeds"], "stopped": e["stopped"]} if "stopped" in e else {}),
         "status": e["status"],
     })
+
+
+def _detectable(v: float, o: Objective, dg: int) -> str:
+    """The detectable-difference estimate, or `> range` where it exceeds any difference
+    the metric allows (2 seeds at a strict level)."""
+    if math.isnan(v):
+        return ""
+    top = o.delta_bounds[1]
+    return f"> {top:g}" if top is not None and v > top else f"{v:.{dg}f}"
 
 
 def shapley_table(rep: effects.DesignReport) -> pd.DataFrame:
@@ -564,8 +578,14 @@ def adaptive_line(rep: effects.DesignReport) -> str:
         h=f"{p['halfwidth']}{_units(o)} (in {p.get('metric') or o.column}'s own units)")
     line = (f"Seeds chosen by the study: {p['min']} for every arm, then one more a round for the arms of each "
             f"comparison until its interval at the rule's level {stop}, up to {p['max']} seeds. The rule above "
-            f"counts all {rep.rule.looks} looks, so a comparison that stopped as decisive is clear here, with the "
-            f"interval that decided it.")
+            f"counts all {rep.rule.looks} looks")
+    if "decisions" not in rep.adaptive:
+        line += ": the study is unfinished, and the effects use the seeds run so far."
+    elif rep.adaptive.get("rule") is None:
+        line += (". This study was decided by an older rule (Bonferroni over looks alone), so a comparison it "
+                 "called decisive need not be clear here: the verdicts here are today's rule's.")
+    else:
+        line += ", so a comparison that stopped as decisive is clear here, with the interval that decided it."
     early = rep.effects[rep.effects.get("stopped", pd.Series("", index=rep.effects.index)).astype(str)
                         .str.startswith("decisive")] if "stopped" in rep.effects else rep.effects.iloc[:0]
     if len(early):
@@ -583,7 +603,7 @@ def arms_table(rep: effects.DesignReport) -> pd.DataFrame:
         "arm": a["arm"], "finished": [f"{r['finished']}/{r['runs']}" for _, r in a.iterrows()],
         "params": a["param_count"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}"),
         f"{_name(o)} (mean ± std)": [_pm(r[f"{h}_mean"], r[f"{h}_std"], dg) for _, r in a.iterrows()],
-        "95% CI (t)": [_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"], digits=dg, spread=r[f"{h}_std"] != 0)
+        "95% CI (t)": [_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"], digits=dg, spread=r.get(f"{h}_spread", True))
                        for _, r in a.iterrows()],
         _name(o, _other(o)): [_pm(r[f"{b}_mean"], r[f"{b}_std"], dg) for _, r in a.iterrows()],
         "overrides": a["overrides"], "error": a["error"],
@@ -612,7 +632,8 @@ def verdict(rep: effects.DesignReport) -> str:
         line += f" Equivalent (no effect beyond ±{rep.sesoi:g}{_units(o)}): {fmt(equiv, False)}."
     line += f" Neither: {fmt(rest, False)}."
     if len(known) < len(e):
-        line += f" Not computed (failed arms): {', '.join(e[e[f'{h}_delta'].isna()]['effect'])}."
+        missing = [_effect_name(rep, r) for _, r in e[e[f"{h}_delta"].isna()].iterrows()]
+        line += f" Not computed (failed or missing arms): {', '.join(missing)}."
     return line
 
 
@@ -645,7 +666,8 @@ def _html(title: str, images: list[Path], sections: list[tuple[str, pd.DataFrame
     """`lead`: the line under the title (the objective)."""
     imgs = "".join(f"<img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>" for p in images)
     body = "".join(f"<h2>{h}</h2>{t.to_html(index=False)}" for h, t in sections if not t.empty)
-    paras = "".join(f"<p>{t}</p>" for t in text)
+    paras = "".join(f"<p>{html.escape(t)}</p>" for t in text)  # factor names are the user's: text, not markup
+    title, lead = html.escape(title), html.escape(lead)
     return ("<!doctype html><html><head><meta charset='utf-8'><title>" + title + "</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
             "td,th{border:1px solid #ccc;padding:3px 8px}th{background:#f3f3f3}img{max-width:100%}"
@@ -805,9 +827,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="the test set's size, for runs that did not log test_samples (the binomial floor)")
     ap.add_argument("--out", default="reports/latest", type=Path)
     args = ap.parse_args(argv)
-    if args.sesoi is not None and not args.sesoi > 0:
-        print(f"ablate.report: --sesoi {args.sesoi} is invalid: give a positive size in the objective's units, "
-              f"e.g. --sesoi 0.1.", file=sys.stderr)
+    if args.sesoi is not None and not (math.isfinite(args.sesoi) and args.sesoi > 0):
+        print(f"ablate.report: --sesoi {args.sesoi} is invalid: give a positive, finite size in the objective's "
+              f"units, e.g. --sesoi 0.1.", file=sys.stderr)
+        return 2
+    if args.test_samples is not None and args.test_samples < 1:
+        print(f"ablate.report: --test-samples {args.test_samples} is invalid: give the test set's size, e.g. "
+              f"--test-samples 10000.", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pd.set_option("display.width", 250)

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
-LEVEL = 0.95
-ALPHA = 1 - LEVEL
+from ablate.errors import ConfigError
+
+ALPHA = 0.05
+LEVEL = 1 - ALPHA
 BOOTSTRAP_MIN = 20  # below ~20 values a bootstrap interval covers far less than it says (0.75 at 3, 0.86 at 6)
 Bounds = tuple[float | None, float | None] | None
 
@@ -69,6 +71,8 @@ class Rule:
 
     def describe(self) -> str:
         """The rule in one sentence, with the family it controls."""
+        if self.comparisons < 1:
+            return "Decision rule: none needed, the report has no comparison."
         fam = f"{self.comparisons} comparison{'s' if self.comparisons != 1 else ''}"
         if self.looks > 1:
             fam += f" × {self.looks} looks each (seeds added between looks)"
@@ -87,12 +91,32 @@ def clip(lo: float, hi: float, bounds: Bounds) -> tuple[float, float]:
     return (lo if low is None else max(lo, low)), (hi if high is None else min(hi, high))
 
 
-def no_spread(x) -> bool:
-    """All values equal up to float noise. Accuracies on a 10,000-image test set are
-    multiples of 0.01 pp, so equal differences happen for real; 99.47 - 99.45 and
-    99.48 - 99.46 differ by 1e-14, which a t-test would read as certainty."""
+def no_spread(x, scale: float | None = None) -> bool:
+    """All values equal up to float noise, relative to `scale`: the size of the values
+    the differences came from (default: of x itself). Accuracies on a 10,000-image test
+    set are multiples of 0.01 pp, so equal differences happen for real; 99.47 - 99.45
+    and 99.48 - 99.46 differ by 1e-14, which a t-test would read as certainty."""
     x = np.asarray(x, dtype=float)
-    return len(x) >= 2 and float(np.ptp(x)) <= 1e-9 * max(1.0, float(np.abs(x).max()))
+    if len(x) < 2:
+        return False
+    scale = float(np.abs(x).max()) if scale is None else scale
+    return float(np.ptp(x)) <= 1e-9 * scale
+
+
+def check_sesoi(sesoi) -> float | None:
+    """The smallest effect of interest, checked: None, or a positive finite number.
+    Raises ConfigError (one line, naming the fix)."""
+    if sesoi is None:
+        return None
+    try:
+        value = float(sesoi)
+    except (TypeError, ValueError):
+        raise ConfigError(f"sesoi={sesoi!r} is invalid: give a positive number in the objective's units, "
+                         f"e.g. 0.1 for 0.1 pp of accuracy.") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"sesoi={sesoi!r} is invalid: give a positive, finite size in the objective's units, "
+                         f"e.g. 0.1 for 0.1 pp of accuracy.")
+    return value
 
 
 def t_interval(x, bounds: Bounds = None, level: float = LEVEL) -> tuple[float, float]:
@@ -164,22 +188,28 @@ def _equivalent(lo: float, hi: float, sesoi: float | None) -> bool:
 
 
 def paired(a, b, bounds: Bounds = None, rule: Rule = Rule(), sesoi: float | None = None,
-           detect: bool = True) -> Comparison:
+           detect: bool = True, scale: float | None = None) -> Comparison:
     """b - a over matched seeds: a one-sample t-test on the differences at the rule's
     level, its interval cut to `bounds` (the range a difference can take). With no
     spread in the differences the t-test is undefined: an exact sign-flip p instead,
-    and no interval. `detect`: estimate the detectable difference (a root search; an
-    adaptive study deciding round by round does without)."""
+    and no interval; with `sesoi`, it is equivalent when |Δ| < sesoi and the exact
+    one-sided sign-flip p (2^-n) is below the rule's level. `detect`: estimate the
+    detectable difference (a root search; an adaptive study deciding round by round
+    does without). `scale`: the size of the values (default: of a and b), for "no spread"."""
     d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
     n = len(d)
     if n < 2:
         return _none(float(d.mean()) if n else math.nan, n, rule)
     delta = float(d.mean())
-    if no_spread(d):
+    if scale is None:
+        scale = float(max(np.abs(a).max(), np.abs(b).max())) if len(a) else 0.0
+    if no_spread(d, scale):
         p = sign_flip_p(d)
         p_adj = float(rule.adjust(p))
+        # every difference inside ±sesoi: the one-sided sign-flip p of "mean >= sesoi" is 2^-n
+        equivalent = sesoi is not None and abs(delta) < sesoi and 0.5 ** n < rule.each
         return Comparison(delta, math.nan, math.nan, p, p_adj, p_adj < rule.alpha, "sign-flip (no spread)", n,
-                          0.0, math.nan, False, level=rule.level)
+                          0.0, math.nan, False, equivalent=equivalent, level=rule.level)
     # the one-sample t-test and its intervals, from scipy.special's t distribution directly:
     # the same numbers as ttest_1samp and t.interval (tests/test_report.py), 10x faster for
     # an adaptive study that decides every comparison at every look
@@ -204,7 +234,7 @@ def welch(a, b, bounds: Bounds = None, rule: Rule = Rule(), sesoi: float | None 
     n = min(len(a), len(b))
     if n < 2:
         return _none(delta, n, rule)
-    if no_spread(a) and no_spread(b):
+    if no_spread(a, float(np.abs(a).max())) and no_spread(b, float(np.abs(b).max())):
         return Comparison(delta, math.nan, math.nan, math.nan, math.nan, False, "none (no spread in either arm)",
                           n, 0.0, spread=False, level=rule.level)
     with _quiet():
@@ -238,7 +268,9 @@ def min_detectable(sd: float, n: int, paired_design: bool = True, alpha: float =
         return float(stats.nct.sf(t_crit, df, shift)) + lower - power
 
     hi = 60.0
-    while shortfall(hi) < 0 and hi < 1e6:  # df 1 at a tiny alpha needs a huge shift
+    while shortfall(hi) < 0:  # df 1 at a tiny alpha needs a huge shift
+        if hi > 1e6:
+            return math.inf
         hi *= 4
     return float(optimize.brentq(shortfall, 0.0, hi)) * se
 

@@ -356,3 +356,96 @@ def test_settled_without_a_sesoi_and_a_negative_sesoi_stop_the_sweep_before_any_
 def test_the_report_refuses_a_sesoi_that_is_not_positive(tmp_path):
     out = report.main(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--sesoi", "0"])
     assert out == 2 and not (tmp_path / "mlflow.db").exists()
+
+
+# --- what a breaker found: each kind, one test ------------------------------------------
+
+def test_tex_captions_are_escaped_and_say_how_effects_were_paired(tmp_path):
+    runs, spec = runs_of(SIX, loo_values({f"f{i}": [0.3, 0.1, 0.2] for i in range(6)}, 3))
+    tex = report.write_design(effects.analyse(runs, spec), runs, tmp_path / "r", "t")["tex"].read_text()
+    captions = re.findall(r"\\caption\{(.*)\}", tex)
+    assert len(captions) == 2 and all("%" not in c.replace(r"\%", "") for c in captions), captions
+    assert "(\\%)" in captions[0] and "6 comparisons" in captions[1]
+
+
+def test_the_seeds_decide_on_the_column_the_report_judges():
+    with pytest.raises(designs.DesignError, match="the column the report judges"):
+        SeedPolicy(metric="best_test_acc").for_objective(Objective())
+
+
+def test_a_study_decided_by_the_older_rule_keeps_its_own_words():
+    runs, spec = runs_of(SIX, loo_values({f"f{i}": [0.30, 0.34, 0.38] for i in range(6)}, 3))
+    old = {"policy": asdict(SeedPolicy(min=3, max=10, metric="final_test_acc")), "seeds": {}, "rounds": 1,
+           "decisions": [{"comparison": f"f{i}", "n": 3, "delta": 0.34, "lo": 0.2, "hi": 0.5, "status": "decisive",
+                          "reason": "decisive at 3 seeds: the interval excludes 0"} for i in range(6)]}
+    rep = effects.analyse(runs, json.loads(json.dumps({**spec, "adaptive": old})))
+    assert rep.effects["stopped"].str.contains("older rule").all() and not rep.effects["final_test_acc_clear"].any()
+    assert "older rule" in report.adaptive_line(rep) and "is clear here" not in report.adaptive_line(rep)
+
+
+def test_a_run_that_fails_after_min_seeds_does_not_freeze_its_comparison():
+    arms = designs.arms(SIX)
+    table = _drawn({a.name: 99.0 for a in arms}, 0.1, 10, np.random.default_rng(4))
+    table.loc[3, "f0"] = np.nan  # seed 3 of arm f0 failed
+
+    def run(jobs):
+        return table, {("f0", 3)}
+    study = adaptive.seed_rounds(SeedPolicy(min=3, max=6, halfwidth=0.001), arms, adaptive.comparisons(SIX, arms), run)
+    f0 = next(d for d in study.decisions if d.comparison == "f0")
+    assert study.seeds["f0"] == 6 and f0.n == 5 and f0.status in ("failed", "decisive")
+    assert "stopped" not in f0.reason
+
+
+def test_no_spread_is_judged_against_the_size_of_the_values():
+    big = stats.paired([1e8 + 0.10, 2e8 + 0.10, 3e8 + 0.10], [1e8 + 0.11, 2e8 + 0.11, 3e8 + 0.11])
+    assert big.test == "sign-flip (no spread)" and not big.clear  # float noise at 1e8 is not spread
+    tiny = stats.paired([1e-6, 2e-6, 3e-6], [1e-6 + 1e-10, 2e-6 + 3e-10, 3e-6 + 5e-10])
+    assert tiny.test == "paired t"  # a fivefold spread of tiny differences is spread
+    runs, spec = runs_of(Design("one", "leave_one_out", [], {"a": ["x=1"]}),
+                         {"baseline": [90.03, 90.03, 90.03], "a": [89.9, 90.0, 90.1]})
+    arms = report.arms_table(effects.analyse(runs, spec)).set_index("arm")
+    assert arms.loc["baseline", "95% CI (t)"] == "no spread observed"
+
+
+def test_zero_differences_on_enough_seeds_are_equivalent():
+    same = stats.paired([99.0] * 11, [99.0] * 11, rule=stats.Rule(6, 8), sesoi=0.1)
+    assert same.equivalent and not same.clear  # 2^-11 < 0.05 / 48
+    assert not stats.paired([99.0] * 3, [99.0] * 3, rule=stats.Rule(6, 8), sesoi=0.1).equivalent
+
+
+def test_a_finished_run_without_the_objective_is_left_out_with_a_note():
+    vals = loo_values({f"f{i}": [0.3, 0.32, 0.34, 0.31] for i in range(6)}, 4)
+    vals["f0"][1] = np.nan
+    runs, spec = runs_of(SIX, vals)
+    rep = effects.analyse(runs, spec)
+    assert rep.effects.set_index("effect").loc["f0", "final_test_acc_n"] == 3
+    assert any("f0" in n and "without a value" in n for n in rep.notes)
+
+
+def test_a_factorial_crossed_with_a_sweep_key_says_why_it_has_no_shapley_values():
+    fact, values = factorial_runs(seeds=3)
+    frames, spec = [], None
+    for lr in ("0.1", "0.01"):
+        runs, s = runs_of(fact, values, {"lr": lr})
+        frames.append(runs)
+        spec = s if spec is None else {**spec, "fingerprints": {**spec["fingerprints"], **s["fingerprints"]}}
+    rep = effects.analyse(pd.concat(frames, ignore_index=True), spec)
+    assert rep.shapley is None and any("no Shapley values" in n and "lr" in n for n in rep.notes)
+
+
+def test_an_unfinished_greedy_path_is_one_line_or_a_partial_report():
+    gp = Design("gp", "greedy_path", ["step=1"], {"a": ["x=1"], "b": ["y=1"]})
+    spec = {**gp.spec(), "arms": [], "fingerprints": {}, "adaptive": {"policy": asdict(SeedPolicy())}}
+    with pytest.raises(designs.DesignError, match="has not finished a round yet"):
+        effects.analyse(pd.DataFrame(columns=["status", "tags.ablate.fingerprint", "params.seed", "start_time"]),
+                        spec)
+
+
+def test_a_sesoi_that_is_not_a_positive_number_is_refused_everywhere(tmp_path):
+    runs, spec = runs_of(SIX, loo_values({f"f{i}": [0.3, 0.1, 0.2] for i in range(6)}, 3))
+    for bad in (0, -0.1, float("nan"), float("inf"), "big"):
+        with pytest.raises(designs.ConfigError, match="sesoi"):
+            effects.analyse(runs, {**spec, "sesoi": bad})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert report.main(["--tracking-uri", uri, "--sesoi", "inf"]) == 2
+    assert report.main(["--tracking-uri", uri, "--test-samples", "-5"]) == 2

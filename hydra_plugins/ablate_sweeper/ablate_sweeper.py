@@ -116,8 +116,17 @@ class AblationSweeper(Sweeper):
         if design.kind == "greedy_path":
             log.info(f"Design {design.name} (greedy path): {len(design.factors)} factors, "
                      f"{policy.min} seeds a candidate{', racing' if plan.race else ''}; {objective.describe()}")
+            done_rounds: list = []
+
+            def round_ended(r) -> None:  # each round as it ends: a killed path can still be reported
+                done_rounds.append(r)
+                partial = adaptive.GreedyPath(tuple(x.chosen for x in done_rounds), done_rounds).record()
+                save({"adaptive": {"policy": asdict(policy), "in_progress": True},
+                      "greedy": {**partial, "in_progress": True}})
+                log.info(f"  round {len(done_rounds)}: {r.chosen} (from {'+'.join(r.current) or 'the baseline'})")
+
             try:
-                found = adaptive.greedy_path(design, policy.min, run_and_save, plan.race, objective)
+                found = adaptive.greedy_path(design, policy.min, run_and_save, plan.race, objective, round_ended)
             except designs.DesignError as exc:  # every candidate of a round failed: the runs say why
                 log.error(f"ablate: {exc}")
             else:
