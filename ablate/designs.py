@@ -323,6 +323,11 @@ def plan(sweeper_cfg, task_overrides: list[str]) -> Plan:
     if not is_design_sweep(sweeper_cfg):
         return Plan(grid, swept)
     design = from_config(sweeper_cfg)
+    # each job keeps the design preset's choice: it sets hydra.sweeper to the ablation sweeper,
+    # so the command line's hydra.sweeper.* overrides compose in the job too (Hydra applies them
+    # to every job's config, where Hydra's basic sweeper has no `seeds`)
+    choice = [o for o in task_overrides if key_of(o) == DESIGN_KEY]
+    grid = [[*choice, *g] for g in grid]
     seeds = sweeper_cfg.get("seeds")
     if design.kind == "greedy_path" and not seeds:
         seeds = {"min": 3}  # the path is found on three seeds unless told otherwise

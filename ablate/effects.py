@@ -209,7 +209,8 @@ def judge(row: dict, rule: stats.Rule, objective: Objective, sesoi: float | None
 
 def shapley_table(design: Design, runs: pd.DataFrame, objective: Objective, rule: stats.Rule) -> pd.DataFrame:
     """Each factor's exact Shapley value from a full factorial (every 2^k cell), per seed
-    over the seeds that finished every cell, with its t-interval at the rule's level;
+    over the seeds that finished every cell, with its 95% t-interval (descriptive: the
+    values are attribution, not claims, and are outside the rule's family);
     beside it the answers that depend on an order or a context, from the same cells:
     leave-one-out (all on minus all on but f), add-one-in (f alone minus none) and the
     path in the order given. The Shapley values add up to all-on minus all-off."""
@@ -223,7 +224,7 @@ def shapley_table(design: Design, runs: pd.DataFrame, objective: Objective, rule
     full, empty = frozenset(factors), frozenset()
     rows = []
     for i, f in enumerate(factors):
-        lo, hi = stats.t_interval(phi[f], objective.delta_bounds, rule.level)
+        lo, hi = stats.t_interval(phi[f], objective.delta_bounds)
         path = v[frozenset(factors[:i + 1])] - v[frozenset(factors[:i])]
         rows.append({"factor": f, "shapley": float(phi[f].mean()), "ci_lo": lo, "ci_hi": hi, "n": len(table),
                      "leave_one_out": float((v[full] - v[full - {f}]).mean()),

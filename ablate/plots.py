@@ -71,7 +71,8 @@ def forest(rep, path: Path, metric: str | None = None) -> None:
     if len(e):
         mean = e[f"{metric}_delta"].to_numpy(dtype=float)
         clear = e[f"{metric}_clear"].to_numpy(dtype=bool)
-        colours = np.where(clear, "tab:blue", "tab:gray")
+        equivalent = e.get(f"{metric}_equivalent", pd.Series(False, index=e.index)).to_numpy(dtype=bool)
+        colours = np.where(clear, "tab:blue", np.where(equivalent, "tab:green", "tab:gray"))
         level = rep.rule.percent()
         for i in range(len(e)):
             lo, hi = e[f"{metric}_ci_lo"].to_numpy()[i:i + 1], e[f"{metric}_ci_hi"].to_numpy()[i:i + 1]
@@ -82,13 +83,14 @@ def forest(rep, path: Path, metric: str | None = None) -> None:
         ax.axvspan(-rep.sesoi, rep.sesoi, color="tab:green", alpha=0.1, label=f"±sesoi ({rep.sesoi:g})")
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels)
-    kind = {"leave_one_out": "contribution (baseline − without)", "add_one_in": "gain (with − baseline)",
+    kind = {"leave_one_out": "contribution (baseline − without)", "add_one_in": "effect of adding (with − baseline)",
             "path": "step (this − previous)", "factorial": "effect",
             "grid": "difference (this − first)"}[rep.design.kind]
     better = "right" if o.goal == "max" else "left"
     ax.set_xlabel(f"{kind}, {metric.replace('_', ' ')}{_paren(o.units)}; better to the {better}")
     ax.set_title(f"{rep.design.name}: blue = clear by the rule (Bonferroni over {rep.rule.comparisons} effects"
-                 + (f" × {rep.rule.looks} looks)" if rep.rule.looks > 1 else ")"), fontsize=10)
+                 + (f" × {rep.rule.looks} looks)" if rep.rule.looks > 1 else ")")
+                 + ("; green = equivalent" if rep.sesoi is not None else ""), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -104,7 +106,9 @@ def interactions(rep, path: Path, metric: str | None = None) -> None:
     factors = list(rep.design.factors)
     pairs = [(a, b) for i, a in enumerate(factors) for b in factors[i + 1:]]
     arms = rep.arms
-    fig, axes = plt.subplots(1, max(1, len(pairs)), figsize=(4 * max(1, len(pairs)), 3.6), squeeze=False)
+    # one y-axis for every panel: a small interaction must look small
+    fig, axes = plt.subplots(1, max(1, len(pairs)), figsize=(4 * max(1, len(pairs)), 3.6), squeeze=False,
+                             sharey=True)
     for ax, (f, g) in zip(axes[0], pairs, strict=False):
         for level, style in (("off", "--"), ("on", "-")):
             means = [arms[(arms[f"level.{f}"] == fl) & (arms[f"level.{g}"] == level)][f"{metric}_mean"].mean()

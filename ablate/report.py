@@ -15,6 +15,7 @@ import base64
 import html
 import logging
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,17 +332,19 @@ def _p(p: float) -> str:
 def _claim(r: pd.Series, m: str) -> str:
     """What the rule lets the report say of one effect: `improves`, `worsens`, `equivalent`
     (no effect beyond ±sesoi), both where a clear effect is also inside ±sesoi, or nothing."""
-    words = []
-    if r.get(f"{m}_clear", False):
-        words.append("improves" if r[f"{m}_better"] else "worsens")
-    if r.get(f"{m}_equivalent", False):
-        words.append("equivalent")
-    return ", ".join(words)
+    clear, equivalent = r.get(f"{m}_clear", False), r.get(f"{m}_equivalent", False)
+    if clear:  # clear and equivalent: a real effect, but smaller than any that matters
+        return ("improves" if r[f"{m}_better"] else "worsens") + (", but within ±sesoi" if equivalent else "")
+    return "equivalent" if equivalent else ""
 
 
-def rule_line(rule: stats.Rule, sesoi: float | None, o: Objective) -> str:
-    """Every report's second line: the rule behind each claim, and the family it controls."""
+def rule_line(rule: stats.Rule, sesoi: float | None, o: Objective, chosen: bool = False) -> str:
+    """Every report's second line: the rule behind each claim, and the family it controls.
+    `chosen`: the comparisons are a greedy path's steps, chosen on these same seeds."""
     line = rule.describe()
+    if chosen:
+        line += (" Here the steps were chosen on these same seeds among many candidates, so that guarantee does "
+                 "not hold for them: confirm them with fresh seeds.")
     if sesoi is not None:
         line += (f" Equivalent (no effect beyond ±{sesoi:g}{_units(o)}, the smallest effect of interest): its "
                  f"{100 * (1 - 2 * rule.each):.4g}% interval lies inside ±{sesoi:g} (two one-sided tests at the "
@@ -356,7 +359,8 @@ STATS_NOTE = ("Mean ± std over seeds; an arm's interval is its 95% t-interval, 
               "sign-flip test instead, and no interval is shown. A bootstrap interval is shown only from "
               f"{stats.BOOTSTRAP_MIN} seeds up: below that it covers far less than it says. \"detectable\" estimates "
               "the smallest true Δ the rule would call clear with power 0.8, from the spread of these seeds. "
-              "\"Best\" picks its epoch on the test set, so it is optimistic; \"final\" is the last epoch.")
+              "\"Best\" picks its epoch on the test set, so it is optimistic; \"final\" is the last epoch. Verdicts "
+              "are drawn on the objective's selection only; the other is shown for reference.")
 
 
 def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str = "", digits: int = 2,
@@ -374,9 +378,10 @@ def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str 
     if len(floor):
         fl, sd = floor.median(), std.median()
         line += (f"; the test set's own binomial noise √(p(1−p)/N) is {fl:{f}}{units} (median; Jordan 2024), "
-                 + ("as large as the seeds' spread: differences this small are below what this test set measures"
-                    if fl >= sd else f"so about {(fl / sd) ** 2:.0%} of the seeds' variance is the size the test set "
-                                     f"alone would give, the rest is training"))
+                 + (f"{fl / sd:.1f} × the seeds' median std: differences this small are within what this test set "
+                    f"can resolve" if fl >= sd else
+                    f"so about {(fl / sd) ** 2:.0%} of the seeds' variance is the size the test set alone would give, "
+                    f"the rest is training"))
     mdd = mdd.dropna()
     if len(mdd):
         at = f"at the rule's α {rule.each:.2g}" if rule is not None else "α 0.05"
@@ -412,6 +417,14 @@ def _boot(frame: pd.DataFrame, m: str, sign: bool, dg: int) -> dict:
     if frame.get(f"{m}_boot_lo", pd.Series(dtype=float)).notna().any():
         return {"bootstrap": [_ci(r[f"{m}_boot_lo"], r[f"{m}_boot_hi"], sign, dg) for _, r in frame.iterrows()]}
     return {}
+
+
+def _eq(frame: pd.DataFrame, m: str, rule: stats.Rule, sesoi: float | None, dg: int) -> dict:
+    """With a sesoi, the interval the equivalence test decides with: (1 - 2 alpha/(m L))."""
+    if sesoi is None:
+        return {}
+    return {f"{100 * (1 - 2 * rule.each):.4g}% CI (vs ±{sesoi:g})": [
+        _ci(r[f"{m}_eq_lo"], r[f"{m}_eq_hi"], True, dg, r.get(f"{m}_spread", True)) for _, r in frame.iterrows()]}
 
 
 def table(rep: Report) -> pd.DataFrame:
@@ -454,7 +467,7 @@ def delta_table(rep: Report) -> pd.DataFrame:
     return pd.DataFrame({
         "from": d["from"], "to": d["to"], "vs": d["vs"],
         f"Δ {o.select} [{rep.rule.percent()} CI]": [_delta(r, h, dg) for _, r in d.iterrows()],
-        **_boot(d, h, True, dg),
+        **_eq(d, h, rep.rule, rep.sesoi, dg), **_boot(d, h, True, dg),
         f"Δ {_other(o)} [{rep.rule.percent()} CI]": [_delta(r, b, dg) for _, r in d.iterrows()],
         "test": d[f"{h}_test"], "n": d[f"{h}_n"], f"p ({o.select})": d[f"{h}_p"].map(_p),
         f"p × {rep.rule.comparisons * rep.rule.looks}": d[f"{h}_p_adj"].map(_p),
@@ -495,7 +508,7 @@ def effects_table(rep: effects.DesignReport) -> pd.DataFrame:
         **{k: e[k] for k in rep.strata},
         "effect": e["effect"], "what": e["what"],
         f"Δ {o.select} [{rep.rule.percent()} CI]": [_delta(r, h, dg) for _, r in e.iterrows()],
-        **_boot(e, h, True, dg),
+        **_eq(e, h, rep.rule, rep.sesoi, dg), **_boot(e, h, True, dg),
         "n": e[f"{h}_n"], "p": e[f"{h}_p"].map(_p), f"p × {rep.rule.comparisons * rep.rule.looks}":
             e[f"{h}_p_adj"].map(_p),
         "verdict": [_claim(r, h) for _, r in e.iterrows()],
@@ -523,8 +536,8 @@ def shapley_table(rep: effects.DesignReport) -> pd.DataFrame:
     f = f"+.{dg}f"
     return pd.DataFrame({
         "factor": s["factor"],
-        f"Shapley value [{rep.rule.percent()} CI]": [f"{r['shapley']:{f}} {_ci(r['ci_lo'], r['ci_hi'], True, dg)}"
-                                                     for _, r in s.iterrows()],
+        "Shapley value [95% CI]": [f"{r['shapley']:{f}} {_ci(r['ci_lo'], r['ci_hi'], True, dg)}"
+                                   for _, r in s.iterrows()],
         "leave-one-out (all − all but f)": s["leave_one_out"].map(lambda v: f"{v:{f}}"),
         "add-one-in (f alone − none)": s["add_one_in"].map(lambda v: f"{v:{f}}"),
         "path (in the order given)": s["path"].map(lambda v: f"{v:{f}}"),
@@ -541,7 +554,8 @@ def shapley_line(rep: effects.DesignReport) -> str:
             f"order of switching the factors on, so they do not depend on an order and add up to all on − all off: "
             f"{parts:+.{dg}f} = {total:+.{dg}f}{_units(o)}. Leave-one-out measures a factor with all others on, "
             f"add-one-in with all others off, a path in one order; they differ from the Shapley value by the "
-            f"interactions (here leave-one-out by up to {gap:.{dg}f}{_units(o)}).")
+            f"interactions (here leave-one-out by up to {gap:.{dg}f}{_units(o)}). Their 95% intervals describe; "
+            f"no claim is drawn from them (they are outside the rule's family).")
 
 
 def rounds_table(rep: effects.DesignReport) -> pd.DataFrame:
@@ -641,8 +655,8 @@ def design_markdown(rep: effects.DesignReport) -> str:
     d = rep.design
     base = " ".join(d.baseline) or "the defaults"
     kind = "greedy path" if rep.rounds is not None else d.kind.replace("_", " ")
-    parts = [objective_line(rep.objective), "", rule_line(rep.rule, rep.sesoi, rep.objective), "",
-             f"Design **{d.name}**: {kind} from `{base}`, factors: "
+    parts = [objective_line(rep.objective), "", rule_line(rep.rule, rep.sesoi, rep.objective, rep.rounds is not None),
+             "", f"Design **{d.name}**: {kind} from `{base}`, factors: "
              + "; ".join(f"{f} = `{' '.join(o)}`" for f, o in d.factors.items()) + ".", ""]
     if rep.rounds is not None:
         parts += [path_line(rep), "", "## Rounds\n", rounds_table(rep).to_markdown(index=False), ""]
@@ -697,7 +711,7 @@ def write(rep: Report, out: Path, title: str = "ablate report") -> dict[str, Pat
     paths["tex"].write_text(latex.tables(
         rep.summary, d, rep.objective, rep.rule, digits(rep.objective, rep.summary[f"{rep.objective.column}_std"]),
         "config", [_claim(r, rep.objective.column) for _, r in d.iterrows()],
-        [f"{r['to']} vs {r['from']}" for _, r in d.iterrows()] if len(d) else None))
+        [f"{r['to']} vs {r['from']}" for _, r in d.iterrows()] if len(d) else None, rep.sesoi))
     return paths
 
 
@@ -724,7 +738,7 @@ def write_design(rep: effects.DesignReport, runs: pd.DataFrame, out: Path, title
         plots.interactions(rep, paths["interactions"])
         images.append(paths["interactions"])
     shap = rep.shapley is not None and not rep.shapley.empty
-    text = [rule_line(rep.rule, rep.sesoi, rep.objective), verdict(rep), design_noise(rep),
+    text = [rule_line(rep.rule, rep.sesoi, rep.objective, rep.rounds is not None), verdict(rep), design_noise(rep),
             *([shapley_line(rep)] if shap else []), *([path_line(rep)] if rep.rounds is not None else []),
             *([adaptive_line(rep)] if rep.adaptive and rep.rounds is None else []), STATS_NOTE, *rep.notes]
     sections = [("Effects", effects_table(rep)), ("Shapley values", shapley_table(rep)), ("Rounds", rounds_table(rep)),
@@ -733,7 +747,8 @@ def write_design(rep: effects.DesignReport, runs: pd.DataFrame, out: Path, title
     o, e = rep.objective, rep.effects
     paths["tex"].write_text(latex.tables(
         rep.arms.rename(columns={"finished": "n"}), e, o, rep.rule, digits(o, rep.arms[f"{o.column}_std"]), "arm",
-        [_claim(r, o.column) for _, r in e.iterrows()], [_effect_name(rep, r) for _, r in e.iterrows()]))
+        [_claim(r, o.column) for _, r in e.iterrows()], [_effect_name(rep, r) for _, r in e.iterrows()], rep.sesoi,
+        rep.shapley, re.sub(r"[^A-Za-z0-9]+", "-", rep.design.name)))
     return paths
 
 

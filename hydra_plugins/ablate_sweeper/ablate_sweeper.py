@@ -109,9 +109,10 @@ class AblationSweeper(Sweeper):
                 MlflowClient(uri).log_text(parent, text, tracking.DESIGN_FILE)
 
         def run_and_save(jobs):
-            out = runner(jobs)
-            save({"adaptive": {"policy": asdict(policy), "in_progress": True}})
-            return out
+            try:
+                return runner(jobs)
+            finally:  # also when a job failed: the sweep's summary counts every job it asked for
+                save({"adaptive": {"policy": asdict(policy), "in_progress": True}})
 
         if design.kind == "greedy_path":
             log.info(f"Design {design.name} (greedy path): {len(design.factors)} factors, "
@@ -135,8 +136,10 @@ class AblationSweeper(Sweeper):
         else:
             arm_list = designs.arms(design)
             units = f" {objective.units}" if objective.units else ""  # the half-width is in the metric's units
+            target = (f"±{sesoi}{units} of {policy.metric}" if policy.until == "settled"
+                      else f"half-width {policy.halfwidth}{units} of {policy.metric}")
             log.info(f"Design {design.name} ({design.kind}): {len(arm_list)} arms, seeds {policy.min}..{policy.max} "
-                     f"until {policy.until} (half-width {policy.halfwidth}{units} of {policy.metric}; "
+                     f"until {policy.until} ({target}; "
                      f"{objective.describe()})")
             study = adaptive.seed_rounds(policy, arm_list, adaptive.comparisons(design, arm_list), run_and_save,
                                          sesoi, objective.delta_bounds)
