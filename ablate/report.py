@@ -378,7 +378,7 @@ def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str 
     if len(floor):
         fl, sd = floor.median(), std.median()
         line += (f"; the test set's own binomial noise √(p(1−p)/N) is {fl:{f}}{units} (median; Jordan 2024), "
-                 + (f"{fl / sd:.1f} × the seeds' median std: differences this small are within what this test set "
+                 + (f"{fl / sd:.1f} × the seeds' median std: differences this small are below what this test set "
                     f"can resolve" if fl >= sd else
                     f"so about {(fl / sd) ** 2:.0%} of the seeds' variance is the size the test set alone would give, "
                     f"the rest is training"))

@@ -236,3 +236,19 @@ def test_a_real_adaptive_study_killed_mid_round_resumes_without_repeating_a_run(
     assert (merged["metrics.final_test_acc_x"] == merged["metrics.final_test_acc_y"]).all()
     assert "Resuming run" in again.stdout, again.stdout  # the killed job continues its run
     assert again.stdout.count("\t#") < out.stdout.count("\t#")  # finished jobs were not launched again
+
+
+def test_a_presets_jobs_compose_with_the_command_lines_seed_policy():
+    """`-m ablation=step7_loo 'hydra.sweeper.seeds={...}'`: Hydra applies the hydra.sweeper
+    override to every job's config too, so each job must keep the preset (and with it the
+    ablation sweeper); with Hydra's basic sweeper the key does not exist and every job died."""
+    from hydra import compose, initialize_config_dir
+
+    from ablate import config
+    seeds = "hydra.sweeper.seeds={min:2,max:3}"
+    with initialize_config_dir(str(config.CONF_DIR), version_base="1.3"):
+        sweeper = compose("config", overrides=["ablation=step7_loo", seeds], return_hydra_config=True).hydra.sweeper
+    plan = designs.plan(sweeper, ["ablation=step7_loo"])
+    assert plan.adaptive and all("ablation=step7_loo" in job for job in plan.jobs)
+    plain = config.fingerprint(config.compose([o for o in plan.jobs[0] if not o.startswith("ablation=")]))
+    assert config.fingerprint(config.compose([*plan.jobs[0], seeds])) == plain  # the choice changes no result
