@@ -209,14 +209,13 @@ def test_a_missing_run_does_not_undo_the_pairing(tmp_path):
 
 # --- item 11: racing drops a candidate only by the rule ----------------------------------
 
-def test_racing_rarely_drops_one_of_four_equal_candidates():
-    """4 equal candidates, 5 seeds: one was dropped in 37% of rounds with a 95% interval
-    against the data-chosen leader. Over every pair and look, at most 5% (+ MC error)."""
+def racing_drop_rate(rounds: int, rng) -> float:
+    """The share of first rounds of a raced greedy path, 4 equal candidates and 5 seeds,
+    that drop a candidate (scripts/check_statistics.py runs it at 1,000)."""
     four = Design("g", "greedy_path", [], {f: [f"{f}=1"] for f in "abcd"})
-    rng = np.random.default_rng(11)
-    drops, studies = 0, 300
-    for _ in range(studies):
-        names = [a.name for a in [designs.arm_of(four, ())] + [designs.arm_of(four, (f,)) for f in "abcd"]]
+    names = [a.name for a in [designs.arm_of(four, ())] + [designs.arm_of(four, (f,)) for f in "abcd"]]
+    drops = 0
+    for _ in range(rounds):
         table = pd.DataFrame({n: 99 + rng.normal(0, 0.1, 5) for n in names})
 
         def run(jobs, table=table):  # only the first round is drawn: stop there
@@ -227,7 +226,26 @@ def test_racing_rarely_drops_one_of_four_equal_candidates():
         with contextlib.suppress(StopIteration):
             adaptive.greedy_path(four, 5, run, race=True, objective=Objective(), on_round=first.append)
         drops += any(c.dropped_at is not None for c in first[0].candidates)
-    assert drops / studies <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / studies)
+    return drops / rounds
+
+
+def null_claim_rate(studies: int, rng) -> float:
+    """The share of adaptive studies (6 comparisons, seeds 3..10, every arm equal) with
+    any "decisive" comparison (scripts/check_statistics.py runs it too)."""
+    arms = designs.arms(SIX)
+    comps = adaptive.comparisons(SIX, arms)
+    policy = SeedPolicy(min=3, max=10, halfwidth=0.001)
+    false = 0
+    for _ in range(studies):
+        study = adaptive.seed_rounds(policy, arms, comps, Drawn(_drawn({a.name: 99.0 for a in arms}, 0.1, 10, rng)))
+        false += any(d.status == "decisive" for d in study.decisions)
+    return false / studies
+
+
+def test_racing_rarely_drops_one_of_four_equal_candidates():
+    """4 equal candidates, 5 seeds: one was dropped in 37% of rounds with a 95% interval
+    against the data-chosen leader. Over every pair and look, at most 5% (+ MC error)."""
+    assert racing_drop_rate(300, np.random.default_rng(11)) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 300)
 
 
 # --- Shapley values from a full factorial ------------------------------------------------
@@ -323,18 +341,8 @@ def test_under_the_global_null_any_false_claim_stays_at_five_percent():
     """6 comparisons, seeds 3..10 until decisive, every arm equal: the share of studies
     with any "decisive" comparison (each is "clear" in the report, test above) is at
     most 5% plus twice its Monte Carlo error. Before: 14%."""
-    rng = np.random.default_rng(2026)
-    arms = designs.arms(SIX)
-    comps = adaptive.comparisons(SIX, arms)
-    policy = SeedPolicy(min=3, max=10, halfwidth=0.001)
-    studies = 1000
-    false = 0
-    for _ in range(studies):
-        table = _drawn({a.name: 99.0 for a in arms}, 0.1, 10, rng)
-        study = adaptive.seed_rounds(policy, arms, comps, Drawn(table))
-        false += any(d.status == "decisive" for d in study.decisions)
-    rate = false / studies
-    assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / studies), rate
+    rate = null_claim_rate(1000, np.random.default_rng(2026))
+    assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 1000), rate
 
 
 # --- the new keys refuse bad values in one line, before any run ---------------------------
