@@ -18,12 +18,13 @@ The package reads as the story of a job, then of a study:
     job         one job from config to MLflow: check -> claim -> build -> fit -> close
     study       your own training loop, `train(cfg, run) -> dict`, tracked like the engine's jobs
     callbacks   sweep-level work in Hydra's callback: pre-flight, parent run, summary, links
+    stats       the one decision rule (Bonferroni over comparisons x looks), intervals, tests,
+                equivalence, the detectable difference, Shapley values
     designs     ablation designs (baseline + factors) as jobs; the sweeper plugin beside
                 the callbacks (hydra_plugins/ablate_sweeper) runs them
-    adaptive    studies in rounds: seeds until decisive, a greedy path
-    stats       intervals, tests, Holm, the smallest detectable difference
-    effects     a design's effects from its runs
-    report      runs -> tables -> Markdown, HTML, CSV;  plots: the figures
+    adaptive    studies in rounds: seeds until decisive or settled, a greedy path
+    effects     a design's effects from its runs, judged by the rule; a factorial's Shapley values
+    report      runs -> tables -> Markdown, HTML, CSV;  plots: the figures;  latex: paper tables
     ui          MLflow UI links that open on a sweep's runs
 """
 from ablate.config import compose

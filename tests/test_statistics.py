@@ -457,3 +457,12 @@ def test_a_sesoi_that_is_not_a_positive_number_is_refused_everywhere(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert report.main(["--tracking-uri", uri, "--sesoi", "inf"]) == 2
     assert report.main(["--tracking-uri", uri, "--test-samples", "-5"]) == 2
+
+
+def test_a_factorial_says_once_which_seeds_it_left_out():
+    fact, values = factorial_runs(seeds=3)
+    values["a+b"] = values["a+b"][:2]  # seed 2 of one cell never finished
+    runs, spec = runs_of(fact, values)
+    rep = effects.analyse(runs, spec)
+    assert sum("1 seed(s) left out" in n for n in rep.notes) == 1
+    assert rep.effects["final_test_acc_n"].eq(2).all() and rep.shapley["n"].eq(2).all()
