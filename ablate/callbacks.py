@@ -107,10 +107,11 @@ class AblateCallback(Callback):
                   f"run and one report, so its jobs would scatter. Run one sweep per value instead (e.g. a shell "
                   f"loop over `{shared[0]}=<value>`).")
         self.fingerprints, objectives = check_plan(sweep)
-        sesoi = config.report.get("sesoi")
-        if sesoi is not None and not sesoi > 0:
-            _stop(f"report.sesoi={sesoi} is invalid: the smallest effect of interest is a positive size in the "
-                  f"objective's units (e.g. report.sesoi=0.1 for 0.1 pp of accuracy).")
+        try:
+            from ablate.stats import check_sesoi
+            sesoi = check_sesoi(config.report.get("sesoi"), "report.sesoi")
+        except AblateError as exc:
+            _stop(str(exc))
         if sweep.policy is not None and sweep.policy.until == "settled" and sesoi is None:
             _stop("hydra.sweeper.seeds.until=settled stops a comparison when it is decisive or equivalent, and "
                   "equivalent needs a smallest effect of interest: set report.sesoi=<size in the objective's units>.")

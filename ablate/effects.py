@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ablate import source, stats, tracking
+from ablate.adaptive import Decision
 from ablate.config import is_seed, is_setting
 from ablate.designs import BASELINE, Design, DesignError, arms
 from ablate.metrics import Objective
@@ -357,7 +358,6 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
 def _stopped(decision: dict, current: bool) -> str:
     """Why an adaptive comparison stopped: in today's words when the study was decided by
     today's rule (`current`), else as its design.json says it."""
-    from ablate.adaptive import Decision
     if not current:
         return f"{decision.get('reason', decision.get('status'))} (decided by an older rule, over looks alone)"
     fields = {k: decision.get(k, math.nan) for k in ("comparison", "n", "delta", "lo", "hi", "status")}

@@ -74,7 +74,8 @@ def tables(arms: pd.DataFrame, effects: pd.DataFrame, o: Objective, rule: Rule, 
     arm_table = pd.DataFrame({
         name: arms[name].map(_name), "$n$": arms["n"].map(lambda n: f"${int(n)}$"),
         escape(f"{o.named()}{unit}"): [_pm(r[f"{h}_mean"], r[f"{h}_std"], dg) for _, r in arms.iterrows()],
-        escape(f"{o.named(_other(o))}{unit}"): [_pm(r[f"{b}_mean"], r[f"{b}_std"], dg) for _, r in arms.iterrows()],
+        escape(f"{o.named(o.other_select)}{unit}"): [_pm(r[f"{b}_mean"], r[f"{b}_std"], dg)
+                                                     for _, r in arms.iterrows()],
     })
     out = [_latex(arm_table, escape(f"{named}{unit}: mean ") + "$\\pm$"
                   + escape(" std over seeds (best: its epoch was chosen on the test set, so it is optimistic)."),
@@ -113,7 +114,3 @@ def tables(arms: pd.DataFrame, effects: pd.DataFrame, o: Objective, rule: Rule, 
                                        f"full factorial, per seed; they add up to all on minus all off."),
                           f"tab:{label}-shapley"))
     return "\n".join(out)
-
-
-def _other(o: Objective) -> str:
-    return "best" if o.select == "final" else "final"

@@ -215,9 +215,14 @@ class Objective:
         return f"{self.select}_{self.history}"
 
     @property
+    def other_select(self) -> str:
+        """The selection shown beside the objective's: best beside final, final beside best."""
+        return "best" if self.select == "final" else "final"
+
+    @property
     def other(self) -> str:
         """The other selection's summary metric, shown beside."""
-        return f"{'best' if self.select == 'final' else 'final'}_{self.history}"
+        return f"{self.other_select}_{self.history}"
 
     @property
     def sign(self) -> float:

@@ -284,10 +284,6 @@ def _name(o: Objective, select: str | None = None) -> str:
     return o.named(select) + (f" {o.unit}" if o.unit else "")
 
 
-def _other(o: Objective) -> str:
-    return "best" if o.select == "final" else "final"
-
-
 def _units(o: Objective) -> str:
     """After a difference or a spread: ` pp` for an accuracy in %, the metric's unit, or nothing."""
     return f" {o.units}" if o.units else ""
@@ -441,7 +437,7 @@ def table(rep: Report) -> pd.DataFrame:
             f"{_name(o)} (mean ± std)": _pm(s[f"{h}_mean"], s[f"{h}_std"], dg),
             "95% CI (t)": _ci(s[f"{h}_ci_lo"], s[f"{h}_ci_hi"], digits=dg, spread=s[f"{h}_spread"]),
             **({"bootstrap": boot["bootstrap"][i]} if boot else {}),
-            _name(o, _other(o)): _pm(s[f"{b}_mean"], s[f"{b}_std"], dg),
+            _name(o, o.other_select): _pm(s[f"{b}_mean"], s[f"{b}_std"], dg),
             "best epoch": f"{s['best_epoch_mean']:.1f}",
             f"Δ {o.select} [{rep.rule.percent()} CI]": "" if d is None else _delta(d, h, dg),
             "Δ params": "" if d is None or pd.isna(d["delta_params"]) else f"{d['delta_params']:+,}",
@@ -468,7 +464,7 @@ def delta_table(rep: Report) -> pd.DataFrame:
         "from": d["from"], "to": d["to"], "vs": d["vs"],
         f"Δ {o.select} [{rep.rule.percent()} CI]": [_delta(r, h, dg) for _, r in d.iterrows()],
         **_eq(d, h, rep.rule, rep.sesoi, dg), **_boot(d, h, True, dg),
-        f"Δ {_other(o)} [{rep.rule.percent()} CI]": [_delta(r, b, dg) for _, r in d.iterrows()],
+        f"Δ {o.other_select} [{rep.rule.percent()} CI]": [_delta(r, b, dg) for _, r in d.iterrows()],
         "test": d[f"{h}_test"], "n": d[f"{h}_n"], f"p ({o.select})": d[f"{h}_p"].map(_p),
         f"p × {rep.rule.comparisons * rep.rule.looks}": d[f"{h}_p_adj"].map(_p),
         "verdict": [_claim(r, h) for _, r in d.iterrows()],
@@ -513,7 +509,7 @@ def effects_table(rep: effects.DesignReport) -> pd.DataFrame:
             e[f"{h}_p_adj"].map(_p),
         "verdict": [_claim(r, h) for _, r in e.iterrows()],
         "detectable (est.)": e[f"{h}_mdd"].map(lambda v: _detectable(v, o, dg)),
-        f"Δ {_other(o)} [{rep.rule.percent()} CI]": [_delta(r, b, dg) for _, r in e.iterrows()],
+        f"Δ {o.other_select} [{rep.rule.percent()} CI]": [_delta(r, b, dg) for _, r in e.iterrows()],
         **({"seeds": e["seeds"], "stopped": e["stopped"]} if "stopped" in e else {}),
         "status": e["status"],
     })
@@ -619,7 +615,7 @@ def arms_table(rep: effects.DesignReport) -> pd.DataFrame:
         f"{_name(o)} (mean ± std)": [_pm(r[f"{h}_mean"], r[f"{h}_std"], dg) for _, r in a.iterrows()],
         "95% CI (t)": [_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"], digits=dg, spread=r.get(f"{h}_spread", True))
                        for _, r in a.iterrows()],
-        _name(o, _other(o)): [_pm(r[f"{b}_mean"], r[f"{b}_std"], dg) for _, r in a.iterrows()],
+        _name(o, o.other_select): [_pm(r[f"{b}_mean"], r[f"{b}_std"], dg) for _, r in a.iterrows()],
         "overrides": a["overrides"], "error": a["error"],
     })
 
@@ -842,9 +838,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the test set's size, for runs that did not log test_samples (the binomial floor)")
     ap.add_argument("--out", default="reports/latest", type=Path)
     args = ap.parse_args(argv)
-    if args.sesoi is not None and not (math.isfinite(args.sesoi) and args.sesoi > 0):
-        print(f"ablate.report: --sesoi {args.sesoi} is invalid: give a positive, finite size in the objective's "
-              f"units, e.g. --sesoi 0.1.", file=sys.stderr)
+    try:
+        stats.check_sesoi(args.sesoi, "--sesoi")
+    except AblateError as exc:
+        print(f"ablate.report: {exc}", file=sys.stderr)
         return 2
     if args.test_samples is not None and args.test_samples < 1:
         print(f"ablate.report: --test-samples {args.test_samples} is invalid: give the test set's size, e.g. "

@@ -103,18 +103,18 @@ def no_spread(x, scale: float | None = None) -> bool:
     return float(np.ptp(x)) <= 1e-9 * scale
 
 
-def check_sesoi(sesoi) -> float | None:
+def check_sesoi(sesoi, key: str = "sesoi") -> float | None:
     """The smallest effect of interest, checked: None, or a positive finite number.
-    Raises ConfigError (one line, naming the fix)."""
+    Raises ConfigError (one line, naming `key` and the fix)."""
     if sesoi is None:
         return None
     try:
         value = float(sesoi)
     except (TypeError, ValueError):
-        raise ConfigError(f"sesoi={sesoi!r} is invalid: give a positive number in the objective's units, "
+        raise ConfigError(f"{key}={sesoi!r} is invalid: give a positive number in the objective's units, "
                          f"e.g. 0.1 for 0.1 pp of accuracy.") from None
     if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"sesoi={sesoi!r} is invalid: give a positive, finite size in the objective's units, "
+        raise ConfigError(f"{key}={sesoi!r} is invalid: give a positive, finite size in the objective's units, "
                          f"e.g. 0.1 for 0.1 pp of accuracy.")
     return value
 
@@ -234,7 +234,7 @@ def welch(a, b, bounds: Bounds = None, rule: Rule = Rule(), sesoi: float | None 
     n = min(len(a), len(b))
     if n < 2:
         return _none(delta, n, rule)
-    if no_spread(a, float(np.abs(a).max())) and no_spread(b, float(np.abs(b).max())):
+    if no_spread(a) and no_spread(b):
         return Comparison(delta, math.nan, math.nan, math.nan, math.nan, False, "none (no spread in either arm)",
                           n, 0.0, spread=False, level=rule.level)
     with _quiet():
