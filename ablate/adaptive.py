@@ -123,7 +123,9 @@ def decide(policy: SeedPolicy, comps: list[Comparison], table: pd.DataFrame, fai
         if n < 2:
             out.append(Decision(c.name, n, math.nan, math.nan, math.nan, "open"))
             continue
-        comp = stats.paired(np.zeros(n), d.to_numpy(), bounds, rule, sesoi, detect=False)
+        # "no spread" is judged against the arms' values, as the report judges it, not the contrast's
+        scale = float(np.nanmax(np.abs(table.reindex(columns=list(c.arms)).to_numpy(dtype=float))))
+        comp = stats.paired(np.zeros(n), d.to_numpy(), bounds, rule, sesoi, detect=False, scale=scale)
         lo, hi = comp.ci_lo, comp.ci_hi
         half = (hi - lo) / 2 if not math.isnan(lo) else math.inf  # no spread: no interval to be narrow
         if n < policy.min:
@@ -260,8 +262,10 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
             leader = max(alive, key=lambda f: -math.inf if math.isnan(gains[f][0]) else sign * gains[f][0])
             for f in [f for f in alive if f != leader]:
                 # how much better f is than the leader, per seed: worse by the rule drops it
-                diff = sign * (table[cands[f].name] - table[cands[leader].name]).dropna().to_numpy()
-                worse = stats.paired(np.zeros(len(diff)), diff, None, race_rule, detect=False)
+                pair = table[[cands[f].name, cands[leader].name]].dropna()
+                diff = sign * (pair.iloc[:, 0] - pair.iloc[:, 1]).to_numpy()
+                worse = stats.paired(np.zeros(len(diff)), diff, None, race_rule, detect=False,
+                                     scale=float(pair.abs().to_numpy().max(initial=0.0)))
                 if worse.clear and worse.delta < 0:
                     alive.remove(f)
                     dropped[f] = k

@@ -466,3 +466,16 @@ def test_a_factorial_says_once_which_seeds_it_left_out():
     rep = effects.analyse(runs, spec)
     assert sum("1 seed(s) left out" in n for n in rep.notes) == 1
     assert rep.effects["final_test_acc_n"].eq(2).all() and rep.shapley["n"].eq(2).all()
+
+
+def test_the_study_judges_no_spread_as_the_report_does():
+    """Values near 1e8 that differ by exactly 0.01 on every seed: float noise, not spread.
+    The report uses the exact sign-flip p (0.25); the study must not call it decisive."""
+    one = Design("one", "leave_one_out", [], {"a": ["x=1"]})
+    base = np.array([1e8, 2e8, 3e8]) + 0.11
+    table = pd.DataFrame({"baseline": base, "a": base - 0.01})
+    arms = designs.arms(one)
+    d = adaptive.decide(SeedPolicy(min=3, max=3, halfwidth=1e-12), adaptive.comparisons(one, arms), table, set())
+    assert d[0].status == "max" and math.isnan(d[0].lo)
+    runs, spec = runs_of(one, {"baseline": list(base), "a": list(base - 0.01)})
+    assert not effects.analyse(runs, spec).effects["final_test_acc_clear"].any()
