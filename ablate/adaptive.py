@@ -287,36 +287,25 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
 
 # ----------------------------------------------------------------------------- the store
 
-def objective_of(overrides: list[str]) -> Objective:
-    """The objective a job is scored by: job.check fills in its metric (the task's
-    first, unless objective.metric names one) and checks it against the task."""
-    from ablate import config, job, metrics
-    cfg = config.compose(overrides)
-    job.check(cfg)
-    return metrics.objective(cfg)
-
-
 class StoreRunner:
     """The Runner the sweeper uses: trains through Hydra's launcher the jobs that have
     no FINISHED run yet (by config fingerprint), then reads every result back from
     MLflow. It remembers each job's fingerprint and arm for the parent's design.json."""
 
-    def __init__(self, design: Design, other: list[str], launch: Callable[[list[list[str]]], list],
+    def __init__(self, job_of: Callable[[Arm, int], tuple[list[str], str]], launch: Callable[[list[list[str]]], list],
                  uri: str, experiment: str, metric: str):
-        """`metric`: the summary metric read back (the policy's, by default the objective's column)."""
-        self.design, self.other, self.launch = design, other, launch
+        """`job_of(arm, seed)` -> (the job's overrides, its fingerprint); `metric`: the
+        summary metric read back (the policy's, by default the objective's column)."""
+        self.job_of, self.launch = job_of, launch
         self.uri, self.experiment, self.metric = uri, experiment, metric
         self.arm_of: dict[str, str] = {}  # fingerprint -> arm
         self._jobs: dict[tuple[str, int], tuple[list[str], str]] = {}
         self.failures: list = []  # JobReturns of failed jobs, raised when the study ends
 
     def _job(self, arm: Arm, seed: int) -> tuple[list[str], str]:
-        from ablate import config, job
-        from ablate.designs import job_overrides
         key = (arm.name, seed)
         if key not in self._jobs:
-            overrides = job_overrides(self.design, arm, [*self.other, f"seed={seed}"])
-            self._jobs[key] = (overrides, job.check(config.compose(overrides)))
+            self._jobs[key] = self.job_of(arm, seed)
             self.arm_of[self._jobs[key][1]] = arm.name
         return self._jobs[key]
 

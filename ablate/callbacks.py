@@ -8,6 +8,7 @@ import atexit
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import uuid
@@ -17,7 +18,7 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from ablate import config, designs, errors, job, metrics, tracking
+from ablate import app, designs, errors, preflight, tracking
 from ablate.errors import AblateError
 from ablate.metrics import Objective
 
@@ -33,25 +34,25 @@ def _stop(message: str) -> None:
     sys.exit(2)
 
 
-def check_plan(sweep: designs.Plan) -> tuple[list[str], list[Objective]]:
-    """The design (every arm composes, every factor changes something), then each job as
-    it will run (job.check: values, data, model, objective). The first problem stops the
-    sweep before any training, in one line, with exit 2. Returns the jobs' fingerprints,
-    which name their runs in MLflow, and the objectives they are scored by (one, for a
-    design: its effects compare one metric)."""
+def check_plan(sweep: designs.Plan, check: preflight.Checker) -> tuple[list[str], list[Objective]]:
+    """The design (every arm composes with the command line's own overrides, every factor
+    changes something), then each job as it will run (`check`: values, data, model,
+    objective). The first problem stops the sweep before any training, in one line, with
+    exit 2. Returns the jobs' fingerprints, which name their runs in MLflow, and the
+    objectives they are scored by (one, for a design: its effects compare one metric)."""
     if sweep.design is not None:
         try:
-            designs.check(sweep.design, config.compose, config.fingerprint)
+            designs.check(sweep.design, check.fingerprint, sweep.common)
         except AblateError as exc:
             _stop(f"design {sweep.design.name}: {exc}")
     fingerprints, objectives = [], []
     for overrides in sweep.jobs:
         try:
-            cfg = config.compose(overrides)
-            fingerprints.append(job.check(cfg))  # fills in objective.metric
-            objectives.append(metrics.objective(cfg))
+            fp, objective = check(overrides)
         except AblateError as exc:
             _stop(f"error in job [{' '.join(overrides)}]: {exc}")
+        fingerprints.append(fp)
+        objectives.append(objective)
     objectives = list(dict.fromkeys(objectives))
     if sweep.design is not None and len(objectives) > 1:
         _stop(f"design {sweep.design.name}: its arms are scored by different objectives "
@@ -85,7 +86,18 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+_OPEN: list[AblateCallback] = []  # the sweep open in this process (the callback's, or the sweeper's own)
+
+
+def open_sweep() -> AblateCallback | None:
+    return _OPEN[-1] if _OPEN else None
+
+
 class AblateCallback(Callback):
+    """ablate's sweep-level work. Hydra calls it for an app with `ablate_study` (or
+    ablate's conf) in its defaults; the ablation sweeper opens one itself for an app
+    without (ablate.app, Tier 0)."""
+
     def __init__(self) -> None:
         self.parent_id = None
         self.client = None
@@ -93,12 +105,17 @@ class AblateCallback(Callback):
         self.fingerprints: list[str] = []
         self.design_file: Path | None = None
         self.objective = Objective()
+        self.sweep_id: str | None = None
+        self.foreign = False  # another sweeper (Optuna, ...): its jobs are not known ahead
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         errors.report_hydras_errors()  # composed: the sweep's jobs report their crashes Hydra's way
         logging.getLogger("submitit").addFilter(_quiet_sacct)
+        settings = app.settings(config, config.hydra)
+        self.foreign = not designs.plans(config.hydra.sweeper)
         try:
-            sweep = designs.plan(config.hydra.sweeper, list(config.hydra.overrides.task))
+            sweep = designs.plan(config.hydra.sweeper, list(config.hydra.overrides.task), "design" in config) \
+                if not self.foreign else designs.Plan([], [])
         except AblateError as exc:
             _stop(str(exc))
         jobs, swept = sweep.jobs, sweep.swept
@@ -106,22 +123,28 @@ class AblateCallback(Callback):
             _stop(f"{shared[0]} varies within this sweep, but a sweep has one store, one experiment, one parent "
                   f"run and one report, so its jobs would scatter. Run one sweep per value instead (e.g. a shell "
                   f"loop over `{shared[0]}=<value>`).")
-        self.fingerprints, objectives = check_plan(sweep)
+        self.fingerprints, objectives = check_plan(sweep, preflight.Checker(config, sweep.design is not None))
         try:
             from ablate.stats import check_sesoi
-            sesoi = check_sesoi(config.report.get("sesoi"), "report.sesoi")
+            sesoi = check_sesoi(settings.report.get("sesoi"), "report.sesoi")
         except AblateError as exc:
             _stop(str(exc))
         if sweep.policy is not None and sweep.policy.until == "settled" and sesoi is None:
             _stop("hydra.sweeper.seeds.until=settled stops a comparison when it is decisive or equivalent, and "
                   "equivalent needs a smallest effect of interest: set report.sesoi=<size in the objective's units>.")
         self.objective = objectives[0] if objectives else Objective()  # what the UI links sort by
-        uri = tracking.resolve_uri(config.tracking.uri)
-        exp_id = tracking.ensure_experiment(uri, config.tracking.experiment)
-        self.client, self.cfg = MlflowClient(uri), config
-        sweep_id = uuid.uuid4().hex[:12]
+        uri = tracking.resolve_uri(settings.tracking.uri)
+        try:
+            tracking.check_store(uri, settings.tracking.experiment)
+            exp_id = tracking.ensure_experiment(uri, settings.tracking.experiment)
+        except AblateError as exc:
+            _stop(str(exc))
+        self.client, self.cfg = MlflowClient(uri), settings
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_id = self.sweep_id = uuid.uuid4().hex[:12]
         n_jobs = parallel_jobs(config.hydra.launcher, len(jobs))
-        tags = {tracking.SWEEP_ID: sweep_id, "ablate.command": " ".join(["python -m ablate", *sys.argv[1:]]),
+        command = ["python", "-m", "ablate"] if preflight.mode(config) == preflight.ENGINE else ["python", sys.argv[0]]
+        tags = {tracking.SWEEP_ID: sweep_id, "ablate.command": shlex.join([*command, *sys.argv[1:]]),
                 "ablate.jobs": str(len(jobs)), tracking.SWEPT: ",".join(swept)}
         if sweep.design is not None:
             tags.update({tracking.DESIGN: sweep.design.name, tracking.DESIGN_KIND: sweep.design.kind})
@@ -132,7 +155,7 @@ class AblateCallback(Callback):
         if sweep.design is not None:  # the design and each job's arm; an adaptive sweeper adds rounds to it
             spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints, self.objective, sesoi)
             self.client.log_text(self.parent_id, spec, tracking.DESIGN_FILE)
-            self.design_file = Path(config.hydra.sweep.dir) / tracking.DESIGN_FILE
+            self.design_file = self.sweep_dir / tracking.DESIGN_FILE
             self.design_file.parent.mkdir(parents=True, exist_ok=True)
             self.design_file.write_text(spec)
         os.environ.update({
@@ -140,7 +163,9 @@ class AblateCallback(Callback):
             tracking.ENV_SWEEP_KEYS: ",".join(swept),
             tracking.ENV_JOBS: str(n_jobs),
         })
-        log.info(f"Sweep {sweep_id}: {len(jobs)} jobs, parent run {self.parent_id}, store {uri}")
+        count = "its sweeper's" if self.foreign else len(jobs)
+        log.info(f"Sweep {sweep_id}: {count} jobs, parent run {self.parent_id}, store {uri}")
+        _OPEN.append(self)
         # Hydra skips on_multirun_end when a job raised; atexit still closes the sweep.
         atexit.register(self.finish)
         # SIGTERM to the sweep would otherwise orphan joblib's workers, which train on;
@@ -153,7 +178,12 @@ class AblateCallback(Callback):
 
     def _outcome(self, exp_id: str) -> tuple[list, list, list[str]]:
         """Every job of the sweep by its config: its newest run FINISHED (trained now or
-        reused), not FINISHED, or none at all (the job failed before its run existed)."""
+        reused), not FINISHED, or none at all (the job failed before its run existed).
+        Another sweeper's jobs were not known ahead: they are the runs it started."""
+        if self.foreign:
+            runs = self.client.search_runs([exp_id], f"tags.`{tracking.SWEEP_ID}` = '{self.sweep_id}'",
+                                           max_results=50_000)
+            self.fingerprints = [r.data.tags[tracking.FINGERPRINT] for r in runs]
         wanted, newest = set(self.fingerprints), {}
         for r in self.client.search_runs([exp_id], order_by=["attributes.start_time DESC"], max_results=50_000):
             fp = r.data.tags.get(tracking.FINGERPRINT)
@@ -170,6 +200,8 @@ class AblateCallback(Callback):
         if self.parent_id is None:
             return False
         parent_id, self.parent_id = self.parent_id, None
+        if self in _OPEN:
+            _OPEN.remove(self)
         # read from the sweep folder: at exit MLflow can no longer download artifacts
         spec = json.loads(self.design_file.read_text()) if self.design_file else None
         if spec is not None:  # an adaptive study's rounds added jobs to the first round's
@@ -185,16 +217,19 @@ class AblateCallback(Callback):
                       f"{r.data.tags.get(tracking.ERROR, '')}")
         if missing:
             log.error(f"  {len(missing)} job(s) failed before their MLflow run existed: see each job's log under "
-                      f"{self.cfg.hydra.sweep.dir}/")
+                      f"{self.sweep_dir}/")
         reused = sum(r.data.tags.get("mlflow.parentRunId") != parent_id for r in done)
         log.info(f"Sweep done: {len(done)} finished ({reused} of them reused from earlier runs), {len(failed)} "
                  f"failed, {len(missing)} never reached MLflow"
                  + (f", {len(elsewhere)} still training in another job." if elsewhere else "."))
         report_failed = False
-        if self.cfg.report.auto and done:  # failed runs show in the report
+        if self.foreign and done:
+            log.info(f"Report: {len(done)} trials of another sweeper; compare them with `python -m ablate.report "
+                     f"--sweep-id {self.sweep_id}`.")
+        elif self.cfg.report.auto and done:  # failed runs show in the report
             try:
                 from ablate import report  # pandas, scipy, matplotlib: only when needed
-                out = Path(self.cfg.report.out or Path(self.cfg.hydra.sweep.dir) / "report")
+                out = Path(self.cfg.report.out or self.sweep_dir / "report")
                 report.for_sweep(self.client, parent_id, self.cfg, self.fingerprints, out, spec)
             except Exception as exc:  # the runs are safe in MLflow; the report can be rebuilt
                 report_failed = True

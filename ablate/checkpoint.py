@@ -36,16 +36,10 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(path: Path, state: State) -> None:
-    """Temp file in the same directory, fsync, then os.replace: a crash midway
-    leaves the previous checkpoint whole and no temp file behind."""
-    payload = {
-        "epoch": state.epoch, "best": state.best, "best_epoch": state.best_epoch,
-        "model": state.model.state_dict(), "opt": state.opt.state_dict(),
-        "sched": state.sched.state_dict() if state.sched is not None else None,
-        "history": state.history, "rng": rng_state(),
-        "streams": {k: g.get_state() for k, g in state.streams.items()},
-    }
+def write(payload, path: Path) -> None:
+    """torch.save, atomically: a temp file in the same directory, fsync, then
+    os.replace, so a crash midway leaves the previous checkpoint whole and no temp
+    file behind. The one writer of ablate's checkpoints and a user loop's run.save."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -57,6 +51,18 @@ def save(path: Path, state: State) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save(path: Path, state: State) -> None:
+    """The engine's state at the end of an epoch (write: atomically)."""
+    payload = {
+        "epoch": state.epoch, "best": state.best, "best_epoch": state.best_epoch,
+        "model": state.model.state_dict(), "opt": state.opt.state_dict(),
+        "sched": state.sched.state_dict() if state.sched is not None else None,
+        "history": state.history, "rng": rng_state(),
+        "streams": {k: g.get_state() for k, g in state.streams.items()},
+    }
+    write(payload, path)
 
 
 def load(path: Path, state: State) -> State:

@@ -160,7 +160,7 @@ def tag_overrides(design: Design, arm: Arm) -> list[str]:
     return out
 
 
-def expand(design: Design, others: list[list[str]]) -> list[tuple[Arm, list[str]]]:
+def expand(design: Design, others: list[list[str]], tagged: bool = True) -> list[tuple[Arm, list[str]]]:
     """Every job: each arm crossed with each combination of the sweep's other keys. The
     command line may change the baseline (`train.epochs=3`), never a factor's keys."""
     factor_keys = {key_of(o): f for f, overrides in design.factors.items() for o in overrides}
@@ -170,28 +170,41 @@ def expand(design: Design, others: list[list[str]]) -> list[tuple[Arm, list[str]
                 raise DesignError(f"{o} on the command line sets {key_of(o)}, which factor "
                                   f"{factor_keys[key_of(o)]!r} changes: the design would not hold. "
                                   f"Drop it, or make it part of the design's baseline.")
-    return [(arm, job_overrides(design, arm, other)) for arm in arms(design) for other in others]
+    return [(arm, job_overrides(design, arm, other, tagged)) for arm in arms(design) for other in others]
 
 
-def job_overrides(design: Design, arm: Arm, other: list[str]) -> list[str]:
-    """One job's overrides: the baseline, the command line's own, the arm's factors, its tags."""
+def job_overrides(design: Design, arm: Arm, other: list[str], tagged: bool = True) -> list[str]:
+    """One job's overrides: the baseline, the command line's own, the arm's factors, and
+    (`tagged`: for a config with ablate's `design` node) its tags."""
     base = merge(design.baseline, other)
     extra = [o for o in arm.overrides if o not in design.baseline] if design.kind == "grid" else ()
     body = merge(base, extra, *(design.factors[f] for f in arm.applied))
-    return quote_step_args(body) + tag_overrides(design, arm)
+    return quote_step_args(body) + (tag_overrides(design, arm) if tagged else [])
 
 
-def check(design: Design, compose, fingerprint) -> None:
-    """Every arm composes, and every factor changes the config of the arm it extends:
-    a factor that changes nothing would report noise as its effect."""
+def tags_of(design: Design, arm: Arm) -> dict[str, str]:
+    """A job's place in its design as run tags (tracking.design_tags' for a tagged config)."""
+    from ablate import tracking
+    tags = {tracking.DESIGN: design.name, tracking.DESIGN_KIND: design.kind, tracking.ARM: arm.name}
+    if design.kind == "factorial":
+        tags.update({tracking.LEVEL + f: v for f, v in design.levels(arm).items()})
+    return tags
+
+
+def check(design: Design, fingerprint_of, common: list[str] = ()) -> None:
+    """Every arm composes, with the command line's own overrides (`common`: those of the
+    sweep's first job), and every factor changes the config of the arm it extends: a
+    factor that changes nothing would report noise as its effect.
+    `fingerprint_of(overrides)` -> the fingerprint of the job they compose."""
     configs = {}
     for arm in arms(design):
+        overrides = job_overrides(design, arm, list(common), tagged=False)
         try:
-            configs[arm.applied] = fingerprint(compose(list(arm.overrides)))
+            configs[arm.applied] = fingerprint_of(overrides)
         except DesignError:
             raise
         except Exception as exc:
-            raise DesignError(f"arm {arm.name!r} ({' '.join(arm.overrides)}) does not compose: "
+            raise DesignError(f"arm {arm.name!r} ({' '.join(overrides)}) does not compose: "
                               f"{' '.join(str(exc).split())}") from None
     if design.kind == "greedy_path":  # the order decides nothing only if no two factors share a key
         owner: dict[str, str] = {}
@@ -295,6 +308,8 @@ class Plan:
     policy: SeedPolicy | None = None  # seeds chosen round by round (None: from the command line)
     race: bool = False              # greedy_path: drop clearly worse candidates early
     other: list[str] = field(default_factory=list)  # an adaptive study's fixed command-line overrides
+    common: list[str] = field(default_factory=list)  # the first job's command line: arms are checked with it
+    tagged: bool = True             # jobs carry their design tags as overrides (a config with ablate's design node)
 
     @property
     def adaptive(self) -> bool:
@@ -305,14 +320,22 @@ def is_design_sweep(sweeper_cfg) -> bool:
     return str(sweeper_cfg.get("_target_", "")).startswith("hydra_plugins.ablate_sweeper.")
 
 
+def plans(sweeper_cfg) -> bool:
+    """True for the sweepers whose jobs ablate can list before they run: Hydra's basic
+    grid and the ablation sweeper. Another sweeper (Optuna, ...) chooses them as it goes."""
+    target = str(sweeper_cfg.get("_target_", ""))
+    return is_design_sweep(sweeper_cfg) or target.endswith("BasicSweeper")
+
+
 def _distinct(lists: list[list[str]]) -> list[list[str]]:
     """The lists once each, in their first order."""
     return [list(t) for t in dict.fromkeys(map(tuple, lists))]
 
 
-def plan(sweeper_cfg, task_overrides: list[str]) -> Plan:
+def plan(sweeper_cfg, task_overrides: list[str], tagged: bool = True) -> Plan:
     """The jobs of `python -m ablate -m <task overrides>` as the configured sweeper
-    expands them: Hydra's basic grid, or a design crossed with that grid."""
+    expands them: Hydra's basic grid, or a design crossed with that grid. `tagged`: the
+    jobs' config has ablate's `design` node, which their tag overrides set."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     params = [f"{k}={v}" for k, v in (sweeper_cfg.get("params") or {}).items()]
@@ -337,8 +360,9 @@ def plan(sweeper_cfg, task_overrides: list[str]) -> Plan:
         grid = _distinct([[o for o in g if key_of(o) not in varied] for g in grid])
     names = swept if design.kind == "grid" else ["design.arm", *swept]  # what run names show
     if not seeds:
-        jobs = expand(design, grid)
-        return Plan([overrides for _, overrides in jobs], names, design, [arm for arm, _ in jobs])
+        jobs = expand(design, grid, tagged)
+        return Plan([overrides for _, overrides in jobs], names, design, [arm for arm, _ in jobs],
+                    common=grid[0] if grid else [], tagged=tagged)
     policy = SeedPolicy.from_config(OmegaConf.to_container(seeds) if isinstance(seeds, DictConfig) else seeds)
     fixed = [k for k in swept if k != "seed"] if design.kind != "grid" else []
     if any(key_of(o) == "seed" for g in grid for o in g) or fixed:
@@ -348,5 +372,6 @@ def plan(sweeper_cfg, task_overrides: list[str]) -> Plan:
     other = grid[0]
     expand(design, [other])  # the command line may not set a factor's keys
     first = [(arm, s) for arm in arms(design) for s in range(policy.min)]  # the first round, for the pre-flight
-    jobs = [job_overrides(design, arm, [*other, f"seed={s}"]) for arm, s in first]
-    return Plan(jobs, [*names, "seed"], design, [arm for arm, _ in first], policy, bool(sweeper_cfg.get("race")), other)
+    jobs = [job_overrides(design, arm, [*other, f"seed={s}"], tagged) for arm, s in first]
+    return Plan(jobs, [*names, "seed"], design, [arm for arm, _ in first], policy, bool(sweeper_cfg.get("race")), other,
+                [*other, "seed=0"], tagged)

@@ -13,8 +13,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ablate import checkpoint, config, data, engine, task, tracking
 from ablate.errors import ConfigError, from_hydra
-from ablate.model import build_model, check_model, one_line, param_count
-from ablate.run import Busy, Result, TrackedRun, checkpoint_path, stops_held, summary
+from ablate.model import build_model, check_model, param_count
+from ablate.run import Body, Result, TrackedRun, execute, stops_held, summary
 
 log = logging.getLogger(__name__)
 __all__ = ["Result", "check", "train"]
@@ -65,50 +65,57 @@ def _fresh_state(cfg, tensors, device) -> engine.State:
     return engine.State(model, *engine.make_optimizer(cfg, model, steps), streams=engine.streams(cfg, device))
 
 
+class EngineBody(Body):
+    """ablate's engine inside a run's life: the data as tensors, the model and optimizer."""
+
+    def __init__(self, cfg, the_task, device):
+        torch.set_num_threads(_threads(cfg))
+        self.cfg, self.task, self.device = cfg, the_task, device
+        self.tensors = data.load(cfg, device)
+        self.reset()
+        self.n_params = param_count(self.state.model)
+        self.config_text = OmegaConf.to_yaml(cfg, resolve=True)
+
+    @property
+    def history(self) -> list[dict]:
+        return self.state.history
+
+    def params(self) -> dict:
+        return {**config.flatten(self.cfg), "param_count": self.n_params}
+
+    def reset(self) -> None:
+        self.state = _fresh_state(self.cfg, self.tensors, self.device)
+
+    def load(self, path) -> None:
+        checkpoint.load(path, self.state)
+
+    def started(self, run) -> None:
+        if run.resume is not None:
+            where = f"after epoch {self.state.epoch}" if self.state.epoch else "from epoch 0 (it had no checkpoint)"
+            log.info(f"Resuming run {run.run_id} ({run.run.info.run_name}) {where}")
+
+    def fit(self, run) -> dict:
+        def on_epoch(st: engine.State, metrics: dict) -> None:
+            if run.checkpoint is not None:  # first, locally: an outage while logging then loses nothing
+                with stops_held():
+                    checkpoint.save(run.checkpoint, st)
+            run.log_epoch(st.epoch, metrics)
+
+        engine.fit(self.cfg, self.tensors, self.state, self.task, on_epoch, progress=self.cfg.progress)
+        values = summary(self.state.history, self.task.objective, self.task.metrics)
+        values["test_samples"] = len(self.tensors.test)  # the report's binomial floor of a test accuracy
+        return values
+
+
 def train(cfg) -> Result:
     """Train one job and log it; the Python API behind `python -m ablate`."""
     fp = check(cfg)
     device = engine.resolve_device(cfg.device)
     the_task = task.build(cfg).to(device)
-    run = TrackedRun.claim(cfg, fp, the_task.objective)
-    if run.done is not None:
-        return run.done
-
-    torch.set_num_threads(_threads(cfg))
-    tensors = data.load(cfg, device)
-    state = _fresh_state(cfg, tensors, device)
-    n_params = param_count(state.model)
-    if run.resume is not None and cfg.tracking.checkpoints and (saved := checkpoint_path(run.resume.info)).exists():
-        try:
-            checkpoint.load(saved, state)
-        except Exception as exc:  # a model whose shapes changed, a torn or foreign file: never stuck on it
-            log.warning(f"Not resuming run {run.resume.info.run_id}: its checkpoint does not load into this model "
-                        f"({one_line(exc)[:200]}). Training this config from epoch 0 in a new run; the old run "
-                        f"stays as it is.")
-            run.resume, state = None, _fresh_state(cfg, tensors, device)
-    try:
-        run.start()
-    except Busy:
-        return run.done or train(cfg)  # a rival claimed it first and then died: start over
-    if run.resume is not None:
-        where = f"after epoch {state.epoch}" if state.epoch else "from epoch 0 (it had no checkpoint)"
-        log.info(f"Resuming run {run.run_id} ({run.run.info.run_name}) {where}")
-
-    def on_epoch(st: engine.State, metrics: dict) -> None:
-        if run.checkpoint is not None:  # first, locally: an outage while logging then loses nothing
-            with stops_held():
-                checkpoint.save(run.checkpoint, st)
-        run.log_epoch(st.epoch, metrics)
-
-    with run.closing():
-        run.log_params({**config.flatten(cfg), "param_count": n_params}, OmegaConf.to_yaml(cfg, resolve=True))
-        for past in state.history:  # epochs the checkpoint holds but an outage kept from the store
-            run.log_epoch(past["epoch"], {k: v for k, v in past.items() if k != "epoch"})
-        engine.fit(cfg, tensors, state, the_task, on_epoch, progress=cfg.progress)
-        values = summary(state.history, the_task.objective, the_task.metrics)
-        values["test_samples"] = len(tensors.test)  # the report's binomial floor of a test accuracy
-        run.finish(values)
-    o = the_task.objective
-    log.info(f"run {run.run_id}: {n_params} params, {o.column} {values[o.column]:.4g} "
-             f"(best epoch {values['best_epoch']}, {o.direction})")
-    return Result(run.run_id, n_params, values[o.column], values["best_epoch"], values, state.history)
+    result = execute(lambda: TrackedRun.claim(cfg, fp, the_task.objective),
+                     lambda: EngineBody(cfg, the_task, device))
+    if not result.skipped:
+        o = the_task.objective
+        log.info(f"run {result.run_id}: {result.param_count} params, {o.column} {result.objective:.4g} "
+                 f"(best epoch {result.best_epoch}, {o.direction})")
+    return result

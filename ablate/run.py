@@ -109,9 +109,18 @@ class TrackedRun:
     """One config's run in the store. `claim` first; then, unless `done` is set,
     `start`, `log_params`, `log_epoch` and `finish` inside `closing()`."""
 
-    def __init__(self, cfg, fingerprint: str, objective: Objective, code: dict[str, str] | None = None):
+    def __init__(self, cfg, fingerprint: str, objective: Objective, code: dict[str, str] | None = None,
+                 tags: dict[str, str] | None = None, resumable: bool = True):
+        """`cfg`: what holds ablate's settings (`tracking`, `force`): the job's config, or
+        for an app without ablate's nodes, their defaults. `tags`: the job's place in a
+        design (default: the config's `design` node). `resumable`: False for an app that
+        keeps no checkpoint through ablate: its interrupted runs are closed, never resumed."""
         self.cfg, self.fp, self.objective = cfg, fingerprint, objective
         self.code = code if code is not None else source.parts(cfg)  # what the result depends on
+        self.design = tags if tags is not None else tracking.design_tags(cfg)
+        self.resumable = resumable
+        self.extra_tags: dict[str, str] = {}  # set before start: more tags for a new run
+        self._superseded: list[tuple[object, str]] = []  # (run, why): closed KILLED when this one starts
         self.uri, self.grace = tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.grace_s
         self.exp_id = tracking.ensure_experiment(self.uri, cfg.tracking.experiment)
         self.client = MlflowClient(self.uri)
@@ -124,15 +133,16 @@ class TrackedRun:
     # ------------------------------------------------------------------ claim
 
     @classmethod
-    def claim(cls, cfg, fingerprint: str, objective: Objective, code: dict[str, str] | None = None) -> TrackedRun:
+    def claim(cls, cfg, fingerprint: str, objective: Objective, code: dict[str, str] | None = None,
+              tags: dict[str, str] | None = None, resumable: bool = True) -> TrackedRun:
         """Decide what this job does with its config, writing nothing but design tags."""
-        me = cls(cfg, fingerprint, objective, code)
+        me = cls(cfg, fingerprint, objective, code, tags, resumable)
         previous = tracking.find_runs(me.client, me.exp_id, fingerprint)
         if not cfg.force:
             done = [r for r in previous if r.info.status == "FINISHED"]
             if done:
-                if (tags := tracking.design_tags(cfg)) and tracking.ARM not in done[0].data.tags:
-                    for k, v in tags.items():  # a run trained outside any design now serves this one
+                if me.design and tracking.ARM not in done[0].data.tags:
+                    for k, v in me.design.items():  # a run trained outside any design now serves this one
                         me.client.set_tag(done[0].info.run_id, k, v)
                 me.done = me._stored(done[0])
                 return me
@@ -152,11 +162,17 @@ class TrackedRun:
         in epoch 1), restarted from epoch 0, so a requeued job still keeps one run per
         config. A FAILED or RUNNING (kill -9) run without a checkpoint stays as a record."""
         unfinished = [r for r in previous if r.info.status in ("RUNNING", "KILLED", "FAILED")]  # none alive
+        if not self.resumable:
+            for r in unfinished:
+                if r.info.status == "RUNNING":  # its owner is gone (claim asked): it will never finish
+                    self._superseded.append((r, "interrupted; this app keeps no checkpoint through ablate, so a rerun "
+                                                "of its config trains from the start in a new run"))
+            return None
         for r in [r for r in unfinished if (why := source.changed(r.data.tags, self.code))]:
             if r.info.status != "FAILED" or checkpoint_path(r.info).exists():
                 log.warning(f"Not resuming run {r.info.run_id} ({r.info.status}): {why}, and one run must not hold "
-                            f"epochs of two codes. Training this config from epoch 0 in a new run; the old run "
-                            f"stays as it is (delete it in MLflow if you do not want it).")
+                            f"epochs of two codes. Training this config from epoch 0 in a new run.")
+                self._superseded.append((r, f"not resumed: {why}"))
             unfinished.remove(r)
         if self.cfg.tracking.checkpoints:
             for r in unfinished:
@@ -201,9 +217,13 @@ class TrackedRun:
     def start(self) -> None:
         """Create the run, or reopen the one to resume. Raises Busy when another job
         created one for this config a moment earlier (that one trains)."""
+        for old, why in self._superseded:
+            self.supersede(old, why)
+        self._superseded = []
         if self.resume is not None:
             self.run = self.resume
             self.client.update_run(self.run.info.run_id, status="RUNNING")
+            self.client.set_tag(self.run.info.run_id, tracking.ERROR, "")  # a resumed run's old error is gone
             for k, v in tracking.owner_tags().items():
                 self.client.set_tag(self.run.info.run_id, k, v)
             self._logged = {m.step for m in self.client.get_metric_history(self.run.info.run_id,
@@ -212,8 +232,8 @@ class TrackedRun:
             return
         overrides = tracking.job_overrides()
         tags = {tracking.FINGERPRINT: self.fp, tracking.OVERRIDES: " ".join(overrides),
-                **tracking.design_tags(self.cfg), **tracking.owner_tags(), **self.objective.tags(),
-                **source.tags(self.code)}
+                **self.design, **tracking.owner_tags(), **self.objective.tags(),
+                **source.tags(self.code), **self.extra_tags}
         if os.environ.get(tracking.ENV_SWEEP_ID):
             tags[tracking.SWEEP_ID] = os.environ[tracking.ENV_SWEEP_ID]
         if os.environ.get(tracking.ENV_PARENT):
@@ -229,6 +249,23 @@ class TrackedRun:
             raise Busy(rival.info.run_id)
         self.run = run
 
+    def supersede(self, old, why: str) -> None:
+        """Close an earlier run of this config that will never go on: KILLED if it was
+        left RUNNING, with the reason as the tag `ablate.superseded`."""
+        rid = old.info.run_id
+        self.client.set_tag(rid, tracking.SUPERSEDED, why[:5000])
+        if old.info.status == "RUNNING":
+            self.client.set_terminated(rid, "KILLED")
+        log.info(f"Closed run {rid} ({old.info.run_name}): {why}")
+
+    def drop_resume(self, why: str) -> None:
+        """The run picked to resume cannot be resumed (its checkpoint does not load):
+        it is closed with the reason, and this job starts the config afresh."""
+        log.warning(f"Not resuming run {self.resume.info.run_id}: {why}. Training this config from epoch 0 in a "
+                    f"new run; the old one is closed (tag {tracking.SUPERSEDED}).")
+        self._superseded.append((self.resume, f"not resumed: {why}"))
+        self.resume = None
+
     @property
     def run_id(self) -> str:
         return self.run.info.run_id
@@ -242,10 +279,11 @@ class TrackedRun:
     def log_params(self, params: dict, config_text: str | None = None) -> None:
         """The params this run does not have yet (a resumed run has them), `param_count`
         as a metric, and the resolved config as an artifact, once."""
-        new = {k: v for k, v in params.items() if k not in self._before.params}
-        if new:
-            tracking.ride_out("logging params", lambda: self.client.log_batch(
-                self.run_id, params=[Param(k, tracking.param_value(v)) for k, v in new.items()]), self.grace, self.uri)
+        new = [Param(tracking.param_key(k), tracking.param_value(v)) for k, v in params.items()
+               if tracking.param_key(k) not in self._before.params]
+        for i in range(0, len(new), 100):  # MLflow takes at most 100 params a request
+            tracking.ride_out("logging params", lambda batch=new[i:i + 100]: self.client.log_batch(
+                self.run_id, params=batch), self.grace, self.uri)
         if "param_count" in params and "param_count" not in self._before.metrics:
             self.client.log_metric(self.run_id, "param_count", params["param_count"])
         if config_text is not None and self.resume is None:
@@ -299,6 +337,76 @@ class TrackedRun:
                 self.client.set_tag(self.run_id, tracking.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
                 self.client.set_terminated(self.run_id, "FAILED")
             raise
+
+
+# ----------------------------------------------------------------------------- the one life of a run
+
+class Body:
+    """What trains inside a run's life (ablate's engine, a user's loop, a user's app):
+    its state can be reset to epoch 0, or loaded from a checkpoint to resume; it names
+    its params and trains, returning the run's summary metrics."""
+    n_params: int = 0
+    config_text: str | None = None
+
+    @property
+    def history(self) -> list[dict]:  # the epochs its state holds (a loaded checkpoint's)
+        return []
+
+    def params(self) -> dict:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Back to epoch 0 (after a checkpoint that did not load, or a lost race)."""
+
+    def load(self, path: Path) -> None:
+        """Load the checkpoint to resume from; raise if it does not load."""
+
+    def started(self, run: TrackedRun) -> None:
+        """The run exists (new, or reopened to resume)."""
+
+    def fit(self, run: TrackedRun) -> dict:
+        raise NotImplementedError
+
+
+def execute(claim, make_body) -> Result:
+    """The one life of a run, whoever trains it: claim the config (a FINISHED one is
+    skipped; a live one skipped or waited for), build the body, load the checkpoint of
+    the run to resume (one that does not load closes that run and starts afresh), start
+    the run (a rival that claimed it a moment earlier wins, and this starts over), then
+    log params, replay the epochs the checkpoint holds, train, and close the run.
+    `claim()` -> TrackedRun; `make_body()` -> Body, called once, only if anything trains."""
+    body = None
+    while True:
+        run = claim()
+        if run.done is not None:
+            return run.done
+        if body is None:
+            body = make_body()
+        else:
+            body.reset()
+        if run.resume is not None and run.cfg.tracking.checkpoints and (
+                saved := checkpoint_path(run.resume.info)).exists():
+            try:
+                body.load(saved)
+            except Exception as exc:  # a model whose shapes changed, a torn, foreign or unsafe file: never stuck
+                run.drop_resume(f"its checkpoint {saved} does not load ({' '.join(str(exc).split())[:200]})")
+                body.reset()
+        try:
+            run.start()
+        except Busy:
+            if run.done is not None:
+                return run.done
+            continue  # the rival died before training: claim again
+        break
+    body.started(run)
+    with run.closing():
+        run.log_params(body.params(), body.config_text)
+        for past in body.history:  # epochs the checkpoint holds but an outage kept from the store
+            run.log_epoch(past["epoch"], {k: v for k, v in past.items() if k != "epoch"})
+        values = body.fit(run)
+        run.finish(values)
+    return Result(run.run_id, body.n_params, values[run.objective.column], int(values.get("best_epoch", 0)),
+                  values, body.history)
 
 
 def summary(history: list[dict], objective: Objective, metrics: dict) -> dict:

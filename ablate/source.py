@@ -3,8 +3,10 @@ resumed by other code, and a result from other code never passes unremarked.
 
     ablate      the modules that decide what is computed (config, data, task, model, engine, ...)
     your code   the package (or module) of every `_target_` in the config that is not an
-                installed library, every .py file of it; for a training function of your
-                own (ablate.study), the .py files beside its script
+                installed library, every .py file of it; for an app of your own
+                (ablate.app, ablate.study), the files that run: its script and every
+                module of yours that the script or a `_target_` imports, followed
+                through their imports (at any depth, in functions too), one part a file
     libraries   an installed `_target_`'s distribution and version (torchvision==0.24.1)
 
 Each part is a short digest of the files' bytes; a run carries them as the tags
@@ -12,6 +14,7 @@ Each part is a short digest of the files' bytes; a run carries them as the tags
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import sys
@@ -86,21 +89,91 @@ def _targets(node) -> list[str]:
     return out
 
 
+def _spec_origin(name: str) -> tuple[Path, bool] | None:
+    """(file, is a package) of an importable module that is not installed, not ablate's."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception:  # an attribute (`from x import f`), or a module that does not import
+        return None
+    if spec is None or spec.origin in (None, "built-in", "frozen") or not spec.origin.endswith(".py"):
+        return None
+    origin = Path(spec.origin).resolve()
+    if _installed(origin) or origin.is_relative_to(HERE) or origin.is_relative_to(HERE.parent / "hydra_plugins"):
+        return None
+    return origin, spec.submodule_search_locations is not None
+
+
+def user_files(script: Path | None, modules: list[str] = ()) -> dict[Path, str]:
+    """The files of yours that run: `script` and the `modules`, and every module of
+    yours they import, followed through the imports of each (statically, with `ast`:
+    imports inside functions count; an installed library or ablate stops the walk).
+    file -> module name ('' for the script)."""
+    todo: list[tuple[Path, str, bool]] = [(script, "", False)] if script is not None else []
+    for m in modules:
+        if (found := _spec_origin(m)) is not None:
+            todo.append((found[0], m, found[1]))
+    seen: dict[Path, str] = {}
+    while todo:
+        path, name, is_pkg = todo.pop()
+        if path in seen:
+            continue
+        seen[path] = name
+        try:
+            tree = ast.parse(path.read_bytes())
+        except (OSError, SyntaxError, ValueError):
+            continue
+        package = name if is_pkg else name.rpartition(".")[0]
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the module's own package
+                    parts_ = package.split(".") if package else []
+                    if node.level - 1 > len(parts_) or not package:
+                        continue
+                    base = ".".join(parts_[:len(parts_) - node.level + 1] + ([base] if base else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names if a.name != "*"]
+            for full in names:
+                pieces = full.split(".")
+                for i in range(1, len(pieces) + 1):  # a.b.c imports a and a.b first
+                    if (found := _spec_origin(".".join(pieces[:i]))) is not None and found[0] not in seen:
+                        todo.append((found[0], ".".join(pieces[:i]), found[1]))
+    return seen
+
+
+def _file_name(path: Path, name: str, script: Path | None) -> str:
+    if script is not None and path.is_relative_to(script.parent):
+        return str(path.relative_to(script.parent))
+    return name.replace(".", "/") + ("/__init__.py" if path.name == "__init__.py" else ".py")
+
+
 def parts(cfg, script: Path | None = None) -> dict[str, str]:
-    """What this config's result depends on, name -> digest or version."""
+    """What this config's result depends on, name -> digest or version. With `script`
+    (an app of your own): ablate, then each file of yours that runs (user_files), by its
+    path from the script's folder, and each installed `_target_`'s distribution."""
     out = {"ablate": _ablate()}
     container = OmegaConf.to_container(cfg, resolve=False) if not isinstance(cfg, dict) else cfg
-    for module in dict.fromkeys(_targets(container)):
-        if (p := _part(module)) is not None:
+    targets = list(dict.fromkeys(_targets(container)))
+    if script is None:
+        for module in targets:
+            if (p := _part(module)) is not None:
+                out[p[0]] = p[1]
+        return out
+    for module in targets:  # installed libraries by version; your own modules file by file, below
+        p = _part(module)
+        if p is not None and ("==" in p[1] or p[1] == "installed"):
             out[p[0]] = p[1]
-    if script is not None:  # a training function of your own: its script's folder
-        out[script.stem] = _digest(sorted(script.parent.glob("*.py")))
+    files = user_files(script, [m for m in targets if _spec_origin(m) is not None])
+    for path, name in sorted(files.items(), key=lambda kv: _file_name(kv[0], kv[1], script)):
+        out[_file_name(path, name, script)] = _digest([path])
     return out
 
 
 def tags(p: dict[str, str]) -> dict[str, str]:
     return {TAG: hashlib.sha256(repr(sorted(p.items())).encode()).hexdigest()[:12],
-            PARTS: " ".join(f"{k}={v}" for k, v in p.items())}
+            PARTS: " ".join(f"{k}={v}" for k, v in p.items())[:8000]}
 
 
 def changed(run_tags: dict, mine: dict[str, str]) -> str | None:

@@ -31,8 +31,6 @@ import functools
 import inspect
 import logging
 import math
-import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +39,11 @@ from typing import Any
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from ablate import config, engine, schema, source, tracking
-from ablate.errors import AblateError, ConfigError, from_hydra
-from ablate.metrics import GOALS, SELECTS, Objective
-from ablate.run import Busy, TrackedRun, stops_held
+from ablate import app, checkpoint, engine, entry
+from ablate.metrics import Objective
+from ablate.model import param_count
+from ablate.run import Body, TrackedRun, execute, stops_held
 from ablate.schema import Design, Report, Tracking
 
 log = logging.getLogger(__name__)
@@ -79,48 +76,21 @@ def _study_node() -> DictConfig:
 ConfigStore.instance().store(name="ablate_study", node=_study_node())
 
 
-def _register_sweeper() -> None:
-    """Hydra finds plugins by scanning the hydra_plugins namespace, which a PEP 660
-    editable install (pip install -e .) hides from it; registering here works for any
-    install, for every app that imports ablate."""
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.ablate_sweeper.ablate_sweeper import AblationSweeper
-    Plugins.instance().register(AblationSweeper)
-
-
 def declared_objective(cfg) -> Objective:
-    """The objective a user's config declares; ConfigError naming the key if it is not whole."""
-    o = cfg.get("objective")
-    if o is None or not o.get("metric"):
-        raise ConfigError("objective.metric is not set: name the metric your function logs and returns, e.g. "
-                          "`objective: {metric: test_acc, goal: max}` in your config (after ablate_study).")
-    if o.get("goal") not in GOALS:
-        raise ConfigError(f"objective.goal={o.get('goal')!r}: say which way {o.metric} is better with "
-                          f"`objective.goal=max` or `min`; ablate does not guess a metric's direction.")
-    if o.select not in SELECTS:
-        raise ConfigError(f"objective.select={o.select!r} is invalid: must be final or best.")
-    bounds = tuple(o.bounds) if o.get("bounds") is not None else (None, None)
-    if len(bounds) != 2:
-        raise ConfigError(f"objective.bounds={list(bounds)} is invalid: give [low, high], null for no end.")
-    bounds = tuple(None if b is None else float(b) for b in bounds)
-    return Objective(o.metric, o.goal, o.select, bounds, o.get("label") or o.metric, o.get("unit") or "", "none")
+    """The objective a user's config declares (ablate.app.objective); ConfigError naming the key."""
+    from hydra.core.hydra_config import HydraConfig
+    return app.objective(cfg, HydraConfig.get() if HydraConfig.initialized() else None)
+
+
+def _hydra():
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 def check(cfg) -> str:
     """A user loop's job, before any run exists: ablate's keys, the objective, the store.
     Returns the fingerprint."""
-    try:
-        for key in ("tracking", "report", "design", "objective"):  # ablate's typed nodes: no stray keys
-            if isinstance(cfg.get(key), DictConfig):
-                schema.typed(cfg[key], key)
-        declared_objective(cfg)
-        tracking.check_store(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment)
-        if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-            raise ConfigError(f"seed={cfg.seed!r} is invalid: must be an integer. Fix it with `seed=<n>`.")
-        return config.fingerprint(cfg)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(from_hydra(exc)) from None
+    return app.check(cfg, _hydra()).fingerprint
 
 
 @dataclass
@@ -150,136 +120,86 @@ class Run:
     def count_parameters(self, model: torch.nn.Module) -> int:
         """Log the model's trainable parameter count (`param_count`, as ablate's own jobs
         do, for the report's params column); returns it."""
-        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        n = param_count(model)
         self.tracked.log_params({"param_count": n})
         return n
 
     def save(self, state: Any) -> None:
         """Keep `state` (anything torch.save takes) as the checkpoint to resume from, with
-        the epochs logged so far; written atomically, with stop signals held meanwhile."""
-        path = self.checkpoint_dir / "checkpoint.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with stops_held(), os.fdopen(fd, "wb") as f:
-                torch.save({"state": state, "epoch": self.epoch, "history": self.history}, f)
-                f.flush()
-                os.fsync(f.fileno())
-                os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        the epochs logged so far; written atomically, with stop signals held meanwhile.
+        It is loaded with `torch.load(weights_only=True)`: tensors, numbers, strings and
+        containers of them (state dicts); declare other classes of your own with
+        `torch.serialization.add_safe_globals`."""
+        with stops_held():
+            checkpoint.write({"state": state, "epoch": self.epoch, "history": self.history},
+                             self.checkpoint_dir / "checkpoint.pt")
 
 
-def _summary(returned: dict, history: list[dict], objective: Objective) -> dict:
-    """`final_<m>` for every returned metric (and the last logged value of the others),
-    `best_<objective>` and `best_epoch` by the objective's direction."""
-    out = {f"final_{k}": v for h in history for k, v in h.items() if k != "epoch"}
-    out.update({f"final_{k}": v for k, v in returned.items()})
-    logged = [h for h in history if objective.history in h]
-    if logged:
-        best = objective.best([h[objective.history] for h in logged])
-        out[f"best_{objective.history}"] = best
-        out["best_epoch"] = next(h["epoch"] for h in logged if h[objective.history] == best)
-    else:  # nothing logged per epoch: the returned value is the only one
-        out[f"best_{objective.history}"] = out[f"final_{objective.history}"]
-        out["best_epoch"] = 0
-    return out
+class LoopBody(Body):
+    """A user's training function inside a run's life, with its run handle."""
+
+    def __init__(self, fn, cfg, job: app.Job):
+        self.fn, self.cfg, self.job = fn, cfg, job
+        self.reset()
+
+    @property
+    def history(self) -> list[dict]:
+        return self._history
+
+    def params(self) -> dict:
+        return self.job.identity.params
+
+    def reset(self) -> None:
+        self.resume, self.epoch, self._history = None, 0, []
+
+    def load(self, path: Path) -> None:
+        """What run.save kept, and every other checkpoint file beside it (a Lightning
+        checkpoint of ablate.lightning), each loaded with weights_only=True: no code runs."""
+        for other in sorted(path.parent.glob("*.ckpt")):
+            torch.load(other, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or not {"state", "epoch", "history"} <= set(payload):
+            raise ValueError("not a checkpoint that run.save wrote")
+        self.resume, self.epoch, self._history = payload["state"], int(payload["epoch"]), list(payload["history"])
+
+    def started(self, run: TrackedRun) -> None:
+        if self.resume is not None:
+            log.info(f"Resuming run {run.run_id} after epoch {self.epoch}")
+
+    def fit(self, run: TrackedRun) -> dict:
+        folder = (run.checkpoint or Path(tempfile.mkdtemp()) / "checkpoint.pt").parent
+        handle = Run(self.cfg, run, folder, self.resume, self.epoch, list(self._history))
+        engine.seed_everything(self.cfg.seed)
+        values = app.returned(self.fn(self.cfg, handle), self.job.objective)
+        self._history = handle.history
+        return app.summary(values, handle.history, self.job.objective)
 
 
 def run(fn, cfg) -> float:
     """One job of a user's function, tracked like the engine's; returns the objective's value."""
-    fp = check(cfg)
-    objective = declared_objective(cfg)
-    tracked = TrackedRun.claim(cfg, fp, objective, source.parts(cfg, Path(inspect.getfile(fn)).resolve()))
-    if tracked.done is not None:
-        return tracked.done.objective
-    try:
-        tracked.start()
-    except Busy:
-        return tracked.done.objective if tracked.done is not None else run(fn, cfg)
-    handle = Run(cfg, tracked, (tracked.checkpoint or Path(tempfile.mkdtemp()) / "checkpoint.pt").parent)
-    saved = handle.checkpoint_dir / "checkpoint.pt"
-    if tracked.resume is not None and saved.exists():
-        payload = torch.load(saved, map_location="cpu", weights_only=False)  # your own file, your own objects
-        handle.resume, handle.epoch, handle.history = payload["state"], payload["epoch"], list(payload["history"])
-        log.info(f"Resuming run {tracked.run_id} after epoch {handle.epoch}")
-    engine.seed_everything(cfg.seed)
-    with tracked.closing():
-        tracked.log_params(config.flatten(cfg), OmegaConf.to_yaml(cfg, resolve=True))
-        for past in handle.history:  # epochs the checkpoint holds but an outage kept from the store
-            tracked.log_epoch(past["epoch"], {k: v for k, v in past.items() if k != "epoch"})
-        returned = fn(cfg, handle)
-        returned = _returned(returned, objective)
-        values = _summary(returned, handle.history, objective)
-        tracked.finish(values)
-    log.info(f"run {tracked.run_id}: {objective.column} {values[objective.column]:.4g} ({objective.direction})")
-    return values[objective.column]
+    job = app.check(cfg, _hydra())
+    script = Path(inspect.getfile(fn)).resolve()
+    result = execute(app.claim(cfg, job, script, None, resumable=True), lambda: LoopBody(fn, cfg, job))
+    if not result.skipped:
+        o = job.objective
+        log.info(f"run {result.run_id}: {o.column} {result.objective:.4g} ({o.direction})")
+    return result.objective
 
 
-class ResultError(AblateError):
-    """The function's return value does not carry the objective."""
-
-
-def _returned(value, objective: Objective) -> dict[str, float]:
-    if not isinstance(value, dict):
-        raise ResultError(f"the training function returned a {type(value).__name__}; return a dict of final "
-                          f"metrics with the objective's {objective.metric!r} in it, e.g. "
-                          f"`return {{{objective.metric!r}: value}}`.")
-    if objective.metric not in value:
-        raise ResultError(f"the training function returned no {objective.metric!r} (it returned "
-                          f"{', '.join(map(repr, value)) or 'nothing'}): return the objective's metric, or fix "
-                          f"objective.metric.")
-    out = {}
-    for k, v in value.items():
-        try:
-            out[k] = float(v)
-        except (TypeError, ValueError):
-            raise ResultError(f"the training function returned {k}={v!r}, not a number.") from None
-    if not math.isfinite(out[objective.metric]):
-        raise ResultError(f"the training function returned {objective.metric}={out[objective.metric]}, which is not "
-                          f"finite: the objective needs a number.")
-    return out
+ResultError = app.ResultError
 
 
 def main(config_path: str | None = None, config_name: str | None = None, version_base: str | None = "1.3"):
-    """Like `hydra.main`, for a function `train(cfg, run) -> dict[str, float]`: the app's
-    jobs are tracked, resumed and reported by ablate. `config_path` is relative to the
-    file that defines the function, as in hydra.main. Bad input is one line, exit 2."""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from ablate import errors
-    _register_sweeper()
-
+    """Like `hydra.main`, for a function `train(cfg, run) -> dict[str, float]` (or the
+    objective's value as a float): the app's jobs are tracked, resumed and reported by
+    ablate. `config_path` is relative to the file that defines the function, as in
+    hydra.main; any `config_name`. Bad input is one line, exit 2."""
     def decorate(fn):
         where = Path(inspect.getfile(fn)).resolve().parent
         path = None if config_path is None else str((where / config_path).resolve())
-
-        @functools.wraps(fn)
-        def task(cfg: DictConfig) -> float:
-            errors.report_hydras_errors()
-            try:
-                return run(fn, cfg)
-            except AblateError as exc:
-                if HydraConfig.get().mode == RunMode.MULTIRUN:
-                    raise  # the sweep records it as a failed job
-                print(f"ablate: {exc}", file=sys.stderr)
-                sys.exit(2)
-
-        app = hydra.main(config_path=path, config_name=config_name, version_base=version_base)(task)
-
-        @functools.wraps(fn)
-        def entry() -> Any:
-            errors.raise_hydras_errors()
-            try:
-                return app()
-            except Exception as exc:
-                from hydra.errors import HydraException
-                if not isinstance(exc, (HydraException, OmegaConfBaseException)) or errors.report_hydras_errors():
-                    raise
-                print(f"ablate: {errors.from_hydra(exc)}", file=sys.stderr)
-                sys.exit(2)
-        entry.train = fn  # the undecorated function, for tests and notebooks
-        return entry
+        the_task = functools.wraps(fn)(entry.task(lambda cfg: run(fn, cfg)))
+        the_task.__ablate_tracks__ = True
+        start = functools.wraps(fn)(entry.app(the_task, path, config_name, version_base))
+        start.train = fn  # the undecorated function, for tests and notebooks
+        return start
     return decorate

@@ -32,6 +32,8 @@ SWEEP_ID = "ablate.sweep_id"
 SWEPT = "ablate.swept"  # on a sweep's parent run: the keys its command line varied
 OVERRIDES = "ablate.overrides"
 ERROR = "ablate.error"
+SUPERSEDED = "ablate.superseded"  # on a run closed because another run of its config took over: why
+RUN_LOCAL = "ablate.run_local"  # a user's job's values that say where or when it ran (JSON), not what
 OWNER, HEARTBEAT = "ablate.owner", "ablate.heartbeat"  # host:pid of the job training a run, and when it last said so
 DESIGN, DESIGN_KIND, ARM = "ablate.design", "ablate.design.kind", "ablate.arm"
 LEVEL = "ablate.level."  # + factor: on/off, for each factor of a factorial design
@@ -333,6 +335,13 @@ def first_claim(client: MlflowClient, experiment_id: str, fingerprint: str, mine
 
 
 PARAM_LIMIT = 6000  # MLflow's longest param value
+
+
+def param_key(key: str) -> str:
+    """A config key as an MLflow param name: MLflow takes letters, digits, `_-. :/`, at
+    most 250 characters; any other character becomes `_`."""
+    import re
+    return re.sub(r"[^\w\-. :/]", "_", key)[:250]
 
 
 def param_value(value) -> str:
