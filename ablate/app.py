@@ -99,7 +99,8 @@ def objective(cfg, hydra_cfg) -> Objective:
     goal = goal or from_direction
     if goal not in GOALS:
         key = "objective" if where == "optimized_metric" else where
-        raise ConfigError(f"{where}={metric}: say which way it is better with `{key}.goal=max` or `min` (or "
+        name = where if where == "optimized_metric" else f"{where}.metric"
+        raise ConfigError(f"{name}={metric}: say which way {metric} is better with `{key}.goal=max` or `min` (or "
                           f"hydra.sweeper.direction=maximize|minimize); ablate does not guess a metric's direction.")
     select = first("select")[1] or "final"
     if select not in SELECTS:
@@ -238,10 +239,20 @@ def run_app(fn, cfg, hydra_cfg, script: Path | None, tags: dict | None = None) -
     return result
 
 
+_JOB_TAGS: dict[str, str] = {}  # the running job's design tags, set by TrackedTask for a task that tracks itself
+
+
+def job_tags(cfg) -> dict[str, str] | None:
+    """A job's design tags: its config's `design` node when it has one, else what the
+    ablation sweeper said (TrackedTask)."""
+    return None if isinstance(cfg.get("design"), DictConfig) and cfg.design.get("name") else dict(_JOB_TAGS)
+
+
 class TrackedTask:
-    """An app's task function, tracked by ablate: what the ablation sweeper hands the
-    launcher for an app that does not track its own jobs. Picklable (joblib, submitit)
-    when the task function is. `tags`: each job's design tags by its overrides."""
+    """What the ablation sweeper hands the launcher in place of an app's task function:
+    tracked by ablate when it does not track its own jobs (a plain `@hydra.main` app),
+    and told its job's design tags either way. Picklable (joblib, submitit) when the task
+    function is. `tags`: each job's design tags, by its overrides."""
 
     def __init__(self, fn, tags: dict[tuple[str, ...], dict[str, str]] | None = None):
         self.fn, self.tags = fn, dict(tags or {})
@@ -254,6 +265,13 @@ class TrackedTask:
         from hydra.core.hydra_config import HydraConfig
         hc = HydraConfig.get()
         tags = self.tags.get(tuple(hc.overrides.task), {})
+        if tracks_itself(self.fn):
+            _JOB_TAGS.clear()
+            _JOB_TAGS.update(tags)
+            try:
+                return self.fn(cfg)
+            finally:
+                _JOB_TAGS.clear()
         return run_app(self.fn, cfg, hc, self.script, tags).objective
 
 

@@ -107,6 +107,7 @@ class AblateCallback(Callback):
         self.objective = Objective()
         self.sweep_id: str | None = None
         self.foreign = False  # another sweeper (Optuna, ...): its jobs are not known ahead
+        self.sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         errors.report_hydras_errors()  # composed: the sweep's jobs report their crashes Hydra's way

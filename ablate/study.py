@@ -179,7 +179,7 @@ def run(fn, cfg) -> float:
     """One job of a user's function, tracked like the engine's; returns the objective's value."""
     job = app.check(cfg, _hydra())
     script = Path(inspect.getfile(fn)).resolve()
-    result = execute(app.claim(cfg, job, script, None, resumable=True), lambda: LoopBody(fn, cfg, job))
+    result = execute(app.claim(cfg, job, script, app.job_tags(cfg), resumable=True), lambda: LoopBody(fn, cfg, job))
     if not result.skipped:
         o = job.objective
         log.info(f"run {result.run_id}: {o.column} {result.objective:.4g} ({o.direction})")

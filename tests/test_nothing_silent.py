@@ -92,10 +92,12 @@ def test_a_checkpoint_that_does_not_load_starts_a_new_run(user_code, store, monk
     killed = mlflow.MlflowClient(store).search_runs(["1"])[0]
     from ablate.run import checkpoint_path
     checkpoint_path(killed.info).write_bytes(b"not a checkpoint")
-    with caplog.at_level(logging.WARNING, logger="ablate.job"):
+    with caplog.at_level(logging.WARNING, logger="ablate.run"):
         result = ablate.train(cfg())
     assert result.run_id != killed.info.run_id and len(result.history) == 3
-    assert any("its checkpoint does not load into this model" in r.getMessage() for r in caplog.records)
+    assert any("does not load" in r.getMessage() for r in caplog.records)
+    old = mlflow.MlflowClient(store).get_run(killed.info.run_id)  # closed with the reason, never stuck
+    assert old.info.status == "KILLED" and "does not load" in old.data.tags[tracking.SUPERSEDED]
 
 
 def test_a_report_that_mixes_code_versions_says_so():
@@ -174,8 +176,8 @@ def test_a_job_that_never_reached_mlflow_is_counted_failed(tmp_path, tiny_data, 
     cb = AblateCallback()
     cb.client, cb.fingerprints = mlflow.MlflowClient(store), [fp, "0" * 16]
     cb.parent_id = cb.client.create_run("1", run_name="sweep").info.run_id
-    cb.cfg = OmegaConf.create({"report": {"auto": False}, "tracking": {"heartbeat_s": 60},
-                               "hydra": {"sweep": {"dir": str(tmp_path)}}})
+    cb.cfg = OmegaConf.create({"report": {"auto": False}, "tracking": {"heartbeat_s": 60}})
+    cb.sweep_dir = tmp_path
     cb.show_where = lambda parent: None
     with caplog.at_level(logging.INFO):
         assert cb.finish() is True

@@ -89,9 +89,9 @@ def test_an_exception_inside_the_function_closes_the_run_failed_with_its_error(t
 
 
 @pytest.mark.parametrize("returned,needle", [
-    ({"loss": 1.0}, "the training function returned no 'acc' (it returned 'loss')"),
+    ({"loss": 1.0}, "the task function returned no 'acc' (it returned 'loss')"),
     ({"acc": float("nan")}, "returned acc=nan, which is not finite"),
-    (0.97, "returned a float; return a dict of final metrics"),
+    ("0.97", "returned a str; return the objective's value (acc) as a number, or a dict"),
 ])
 def test_a_function_without_its_objective_is_one_line_naming_the_metric(tmp_path, returned, needle):
     with pytest.raises(AblateError) as err:

@@ -63,7 +63,7 @@ class AblationSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from ablate import app
         self.config, self.hydra_context = config, hydra_context
-        self.task = task_function if app.tracks_itself(task_function) else app.TrackedTask(task_function)
+        self.task = app.TrackedTask(task_function)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=self.task, config=config)
 

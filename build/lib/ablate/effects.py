@@ -1,0 +1,367 @@
+"""Effects of a design's factors, from its runs, each paired by seed:
+
+    leave_one_out  contribution of f = baseline - (baseline without f)
+    add_one_in     gain of f         = (baseline + f) - baseline
+    path           step i            = arm i - arm i-1
+    factorial      main effect of f  = mean over cells with f on - mean with f off
+                   interaction f x g = [(f on, g on) + (f off, g off) - (f on, g off) - (f off, g on)] / 2
+                   both per seed, over the seeds that finished every cell
+
+Every effect of the table, over all its strata, is one family judged by one
+stats.Rule: Bonferroni over the effects and, in an adaptive study, over the looks
+(max - min + 1, whether or not the study finished). An effect is clear when its
+interval at the rule's level excludes zero; whether it is an improvement or a worsening
+is the objective's call (ablate.metrics.Objective: an effect b - a improves when higher
+is better and it is positive, or lower is better and it is negative). With a smallest
+effect of interest (`sesoi`), an effect whose (1 - 2 alpha / (m L)) interval lies inside
+±sesoi is equivalent: no effect beyond it. A factorial also gets each factor's exact
+Shapley value. Effects and arms are computed on the objective's column (final or best
+test value of its metric) and its other selection beside. Failed arms are kept: their
+seeds and errors are counted."""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ablate import source, stats, tracking
+from ablate.adaptive import Decision
+from ablate.config import is_seed, is_setting
+from ablate.designs import BASELINE, Design, DesignError, arms
+from ablate.metrics import Objective
+
+
+def objective_of(spec: dict, runs: pd.DataFrame) -> Objective:
+    """The objective a design's runs are scored by: as its design.json records it, else
+    (a design.json from before objectives were recorded) as the runs' tags say."""
+    if "objective" in spec:
+        o = spec["objective"]
+        return Objective(**{**o, "bounds": tuple(o["bounds"])})
+    return Objective.from_runs(runs)
+
+
+def _metrics(objective: Objective) -> tuple[str, str]:
+    """The columns a report computes: the objective's, then its other selection."""
+    return objective.column, objective.other
+
+
+@dataclass
+class DesignReport:
+    design: Design
+    arms: pd.DataFrame        # one row per arm (and stratum)
+    effects: pd.DataFrame     # one row per effect (and stratum)
+    strata: list[str]         # params besides the seed that vary within arms (crossed sweep keys)
+    notes: list[str] = field(default_factory=list)
+    rounds: pd.DataFrame | None = None  # greedy_path: every round's candidates
+    adaptive: dict | None = None        # the seed policy, when the sweeper chose the seeds
+    objective: Objective = field(default_factory=Objective)
+    rule: stats.Rule = field(default_factory=stats.Rule)  # what made an effect clear
+    sesoi: float | None = None          # the smallest effect of interest, in the objective's units
+    shapley: pd.DataFrame | None = None  # factorial: each factor's Shapley value beside the other answers
+
+    def clear(self, metric: str | None = None) -> pd.DataFrame:
+        return self.effects[self.effects[f"{metric or self.objective.column}_clear"]]
+
+
+def seed_columns(runs: pd.DataFrame) -> list[str]:
+    """`params.seed` and the per-source seeds that any run sets."""
+    return [c for c in runs.columns if c.startswith("params.") and is_seed(c[len("params."):])
+            and (c == "params.seed" or runs[c].fillna("null").ne("null").any())]
+
+
+def pair_key(runs: pd.DataFrame) -> pd.Series:
+    """What pairs runs across arms: the seed, or every source's seed when some are set
+    (runs that share all their seeds are paired)."""
+    cols = seed_columns(runs)
+    if cols == ["params.seed"]:
+        return pd.to_numeric(runs["params.seed"])
+    return runs[cols].fillna("null").astype(str).agg("|".join, axis=1)
+
+
+def variance_by_source(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """The seed-to-seed spread of one configuration's runs, split by source: for each
+    seed column that varies, the std among runs that differ in that source alone (the
+    others held fixed), pooled over the groups. The last row is the overall std.
+    `metric`: a summary metric; by default the runs' objective's column."""
+    metric = metric or Objective.from_runs(runs).column
+    cols = seed_columns(runs)
+    y = runs[f"metrics.{metric}"].astype(float)
+    rows = []
+    for col in cols:
+        others = [c for c in cols if c != col]
+        groups = runs.groupby(others, dropna=False) if others else [((), runs)]
+        ss, df = 0.0, 0
+        for _, g in groups:
+            if g[col].nunique() > 1:
+                v = y.loc[g.index]
+                ss, df = ss + float(((v - v.mean()) ** 2).sum()), df + len(v) - 1
+        if df:
+            rows.append({"source": col[len("params."):], "runs": len(runs), "df": df, "std": math.sqrt(ss / df)})
+    if len(rows) and len(y) > 1:
+        rows.append({"source": "all runs", "runs": len(runs), "df": len(y) - 1, "std": float(y.std(ddof=1))})
+    return pd.DataFrame(rows)
+
+
+def binomial_floor(mean_pct: float, n: float) -> float:
+    """The test set's own noise of a mean accuracy in %, in pp: 100 sqrt(p (1 - p) / N)
+    (stats.binomial_floor); NaN where N was not logged."""
+    return math.nan if pd.isna(n) else 100 * stats.binomial_floor(mean_pct / 100, int(n))
+
+
+def has_floor(o: Objective, runs: pd.DataFrame) -> bool:
+    """Accuracy on independent test samples (a classification's acc, not per token):
+    the metric whose test-set noise is binomial."""
+    task = runs.get("params.task.name", pd.Series("classification", index=runs.index)).fillna("classification")
+    return o.metric == "acc" and o.split == "test" and bool((task == "classification").all())
+
+
+def _arm_of(runs: pd.DataFrame, spec: dict) -> pd.Series:
+    return runs[f"tags.{tracking.FINGERPRINT}"].map(spec["fingerprints"])
+
+
+def _strata(runs: pd.DataFrame) -> list[str]:
+    keys = [c for c in runs.columns if c.startswith("params.") and is_setting(c[len("params."):])]
+    return [k for k in keys if runs.groupby("arm")[k].nunique(dropna=False).max() > 1]
+
+
+def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict, objective: Objective) -> list[dict]:
+    rows = []
+    for arm in arms(design):
+        mine = runs[runs["arm"] == arm.name]
+        done = mine[mine["status"] == "FINISHED"]
+        failed = mine[mine["status"] != "FINISHED"]
+        errors = sorted({str(e) for e in failed.get(f"tags.{tracking.ERROR}", pd.Series(dtype=str)).dropna()})
+        row = {**stratum, "arm": arm.name, "applied": "+".join(arm.applied), "runs": len(mine),
+               "finished": len(done), "failed": len(failed), "error": "; ".join(errors)[:300],
+               "seeds": ",".join(str(s) for s in sorted(done["seed"])),
+               "param_count": int(done["metrics.param_count"].iloc[0])
+               if len(done) and pd.notna(done.get("metrics.param_count", pd.Series([math.nan])).iloc[0]) else math.nan,
+               "overrides": " ".join(arm.overrides)}
+        if design.kind == "factorial":
+            row.update({f"level.{f}": v for f, v in design.levels(arm).items()})
+        for m in _metrics(objective):
+            x = done[f"metrics.{m}"].to_numpy(dtype=float)
+            row[f"{m}_mean"] = float(x.mean()) if len(x) else math.nan
+            row[f"{m}_std"] = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+            row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = stats.t_interval(x, objective.bounds)
+            row[f"{m}_spread"] = not stats.no_spread(x)
+        if has_floor(objective, runs) and "metrics.test_samples" in done:
+            row["floor"] = binomial_floor(row[f"{objective.column}_mean"], done["metrics.test_samples"].max())
+        rows.append(row)
+    return rows
+
+
+def _series(runs: pd.DataFrame, arm: str, metric: str) -> pd.Series:
+    done = runs[(runs["arm"] == arm) & (runs["status"] == "FINISHED")]
+    return done.set_index("seed")[f"metrics.{metric}"].astype(float)
+
+
+def _pairwise(design: Design) -> list[tuple[str, str, str, str]]:
+    """(effect, what it means, arm a, arm b): the effect is b - a."""
+    names = {a.applied: a.name for a in arms(design)}
+    out = []
+    if design.kind == "leave_one_out":
+        for f in design.factors:
+            out.append((f, f"{BASELINE} - without {f}", names[(f,)], BASELINE))
+    elif design.kind == "add_one_in":
+        for f in design.factors:
+            out.append((f, f"with {f} - {BASELINE}", BASELINE, names[(f,)]))
+    elif design.kind == "path":
+        for i, f in enumerate(design.order):
+            prev, cur = tuple(design.order[:i]), tuple(design.order[:i + 1])
+            out.append((f, f"{names[cur]} - {names[prev]}", names[prev], names[cur]))
+    elif design.kind == "grid":
+        first, *rest = [a.name for a in arms(design)]
+        out += [(a, f"{a} - {first}", first, a) for a in rest]
+    return out
+
+
+def _greedy(spec: dict) -> tuple[Design, pd.DataFrame]:
+    """A greedy path's report is the path it found (a path design), and its rounds."""
+    design = Design.from_spec(spec)
+    found = spec["greedy"]["path"]
+    rows = [{"round": i + 1, "from": "+".join(r["current"]) or BASELINE, **c, "chosen": c["factor"] == r["chosen"]}
+            for i, r in enumerate(spec["greedy"]["rounds"]) for c in r["candidates"]]
+    return Design(design.name, "path", design.baseline, design.factors, list(found)), pd.DataFrame(rows)
+
+
+def _effect_row(name: str, kind: str, what: str, per_seed: dict[str, tuple[pd.Series, pd.Series]],
+                status: str) -> dict:
+    """An effect before it is judged: `per_seed` holds metric -> (a, b) by seed; `judge`
+    compares them once the family (every effect of the table) is known."""
+    return {"effect": name, "kind": kind, "what": what, "status": status, "_per_seed": per_seed}
+
+
+def judge(row: dict, rule: stats.Rule, objective: Objective, sesoi: float | None, upto: int | None = None) -> dict:
+    """The effect's comparisons, paired over the seeds both sides have (`upto`: only
+    seeds below it, the ones an adaptive decision used)."""
+    out = {k: v for k, v in row.items() if k != "_per_seed"}
+    for m, (a, b) in row["_per_seed"].items():
+        seeds = sorted(set(a.index) & set(b.index))
+        if upto is not None and all(isinstance(s, (int, float, np.number)) for s in seeds):
+            seeds = [s for s in seeds if s < upto]  # an adaptive study's seeds are 0, 1, ...
+        comp = stats.paired(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), objective.delta_bounds, rule, sesoi)
+        out.update({f"{m}_{k}": v for k, v in comp.as_dict().items()})
+    return out
+
+
+def shapley_table(design: Design, runs: pd.DataFrame, objective: Objective, rule: stats.Rule) -> pd.DataFrame:
+    """Each factor's exact Shapley value from a full factorial (every 2^k cell), per seed
+    over the seeds that finished every cell, with its 95% t-interval (descriptive: the
+    values are attribution, not claims, and are outside the rule's family);
+    beside it the answers that depend on an order or a context, from the same cells:
+    leave-one-out (all on minus all on but f), add-one-in (f alone minus none) and the
+    path in the order given. The Shapley values add up to all-on minus all-off."""
+    factors = list(design.factors)
+    by_levels = {frozenset(a.applied): a.name for a in arms(design)}
+    table = pd.DataFrame({name: _series(runs, name, objective.column) for name in by_levels.values()}).dropna()
+    if table.empty:
+        return pd.DataFrame()
+    v = {s: table[name].to_numpy() for s, name in by_levels.items()}
+    phi = stats.shapley(v, factors)
+    full, empty = frozenset(factors), frozenset()
+    rows = []
+    for i, f in enumerate(factors):
+        lo, hi = stats.t_interval(phi[f], objective.delta_bounds)
+        path = v[frozenset(factors[:i + 1])] - v[frozenset(factors[:i])]
+        rows.append({"factor": f, "shapley": float(phi[f].mean()), "ci_lo": lo, "ci_hi": hi, "n": len(table),
+                     "leave_one_out": float((v[full] - v[full - {f}]).mean()),
+                     "add_one_in": float((v[frozenset({f})] - v[empty]).mean()), "path": float(path.mean())})
+    out = pd.DataFrame(rows)
+    out.attrs["total"] = float((v[full] - v[empty]).mean())  # what the Shapley values add up to
+    return out
+
+
+def _factorial_rows(design: Design, runs: pd.DataFrame, objective: Objective) -> tuple[list[dict], list[str]]:
+    factors = list(design.factors)
+    by_levels = {a.applied: a.name for a in arms(design)}
+    notes, rows = [], []
+    cells = {}  # metric -> DataFrame [seed x arm]
+    for m in _metrics(objective):
+        table = pd.DataFrame({name: _series(runs, name, m) for name in by_levels.values()})
+        complete = table.dropna()
+        if len(complete) < len(table) and m == objective.column:
+            notes.append(f"factorial effects use the {len(complete)} seed(s) that finished all {len(by_levels)} "
+                         f"cells; {len(table) - len(complete)} seed(s) left out")
+        cells[m] = complete
+
+    def level(arm_name: str, f: str) -> int:
+        return 1 if f in arm_name.split("+") else -1
+
+    contrasts = [((f,), "main") for f in factors]
+    contrasts += [(pair, "interaction") for pair in itertools.combinations(factors, 2)]
+    for fs, kind in contrasts:
+        per_seed = {}
+        for m in _metrics(objective):
+            t = cells[m]
+            sign = np.array([np.prod([level(c, f) for f in fs]) for c in t.columns], dtype=float)
+            # a contrast: mean of the cells where the product of levels is +1, minus where -1
+            # (for two factors this is half the change of one's effect across the other's level)
+            per_seed[m] = (t.loc[:, sign < 0].mean(axis=1), t.loc[:, sign > 0].mean(axis=1))
+        name = " x ".join(fs)
+        what = f"mean({fs[0]} on) - mean({fs[0]} off)" if kind == "main" else \
+            f"[{fs[0]}'s effect with {fs[1]} on - with {fs[1]} off] / 2"
+        rows.append(_effect_row(name, kind, what, per_seed, "ok" if len(cells[objective.column]) else "cells failed"))
+    return rows, notes
+
+
+def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
+            sesoi: float | None = None) -> DesignReport:
+    """`runs`: every run of the design's fingerprints (any status), as mlflow.search_runs
+    gives them; `spec`: the design.json the sweep's parent run keeps; `objective`: what
+    the runs are scored by (default: objective_of(spec, runs)); `sesoi`: the smallest
+    effect of interest in the objective's units (default: the study's, if it set one)."""
+    design = Design.from_spec(spec)
+    rounds = None
+    if design.kind == "greedy_path":
+        if "greedy" not in spec:
+            raise DesignError(f"the greedy path {design.name} has not finished a round yet, so there is no path to "
+                              f"report: run the study's command again to go on.")
+        design, rounds = _greedy(spec)
+    adaptive = spec.get("adaptive")
+    sesoi = stats.check_sesoi(sesoi if sesoi is not None else spec.get("sesoi"))
+    decided = {d["comparison"]: d for d in (adaptive or {}).get("decisions", [])}
+    # every comparison may have been looked at max - min + 1 times, finished or not
+    looks = adaptive["policy"]["max"] - adaptive["policy"]["min"] + 1 if adaptive and rounds is None else 1
+    runs = runs.copy()
+    runs["arm"] = _arm_of(runs, spec)
+    runs = runs[runs["arm"].notna()]
+    objective = objective or objective_of(spec, runs)
+    runs["seed"] = pair_key(runs)
+    notes: list[str] = []
+    if rounds is not None and spec["greedy"].get("in_progress"):
+        notes.append(f"the greedy path is unfinished: {len(design.order)} of {len(design.factors)} rounds ended; "
+                     f"run the study's command again to go on")
+    # a finished run without the objective's value cannot count as a seed of its arm
+    blank = (runs["status"] == "FINISHED") & runs.get(f"metrics.{objective.column}", pd.Series(math.nan,
+                                                                                               index=runs.index)).isna()
+    for _, r in runs[blank].iterrows():
+        notes.append(f"left out run {r['run_id']} (arm {r['arm']}, seed {r['seed']}): finished without a value of "
+                     f"{objective.column}")
+    runs = runs[~blank]
+    # a config run twice (force=true, or a FAILED record and its retry): keep the newest
+    runs = runs.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
+    strata = _strata(runs)
+    notes += source.mixed(runs[runs["status"] == "FINISHED"])
+    if adaptive and rounds is None and not decided:
+        notes.append(f"the adaptive study is unfinished (stopped or still running): the effects use the seeds run so "
+                     f"far, still adjusted for the {looks} looks its policy allows; run its command again to finish it")
+    arm_rows, pending = [], []
+    groups = runs.groupby(strata, dropna=False) if strata else [((), runs)]
+    for values, part in groups:
+        stratum = dict(zip([k[len("params."):] for k in strata], values if isinstance(values, tuple) else (values,),
+                           strict=True))
+        arm_rows += _arm_table(design, part, stratum, objective)
+        failed = {r["arm"]: r for r in arm_rows[-len(arms(design)):] if r["failed"]}
+        rows = []
+        if design.kind == "factorial":
+            rows, more = _factorial_rows(design, part, objective)
+            notes += more
+        else:
+            for name, what, a, b in _pairwise(design):
+                bad = [failed[x] for x in (a, b) if x in failed]
+                status = "; ".join(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
+                                   + (f" ({r['error']})" if r["error"] else "") for r in bad) or "ok"
+                per_seed = {m: (_series(part, a, m), _series(part, b, m)) for m in _metrics(objective)}
+                kind = {"leave_one_out": "contribution", "add_one_in": "gain", "path": "step",
+                        "grid": "difference"}[design.kind]
+                rows.append(_effect_row(name, kind, what, per_seed, status))
+        pending += [{**row, **stratum} for row in rows]
+    # one family: every effect of the table, over all strata, at every look
+    rule = stats.Rule(comparisons=len(pending), looks=looks)
+    judged = []
+    for row in pending:
+        d = decided.get(row["effect"])
+        out = judge(row, rule, objective, sesoi, upto=d["n"] if d else None)  # the seeds the decision saw
+        if d:
+            out["seeds"], out["stopped"] = out[f"{objective.column}_n"], _stopped(d, adaptive.get("rule") is not None)
+        judged.append(out)
+    effects = pd.DataFrame(judged)
+    for m in _metrics(objective) if len(effects) else ():
+        effects[f"{m}_better"] = objective.sign * effects[f"{m}_delta"] > 0  # an improvement, by the objective
+    for r in arm_rows:
+        if r["failed"]:
+            notes.append(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
+                         + (f": {r['error']}" if r["error"] else ""))
+    shap = shapley_table(design, runs, objective, rule) if design.kind == "factorial" and not strata else None
+    if design.kind == "factorial" and strata:
+        notes.append(f"no Shapley values: the factorial is crossed with {', '.join(s[len('params.'):] for s in strata)}"
+                     f", and Shapley values are computed for one factorial at a time (report each value of it with "
+                     f"--filter)")
+    return DesignReport(design, pd.DataFrame(arm_rows), effects, [s[len("params."):] for s in strata], notes,
+                        rounds, adaptive, objective, rule, sesoi, shap)
+
+
+def _stopped(decision: dict, current: bool) -> str:
+    """Why an adaptive comparison stopped: in today's words when the study was decided by
+    today's rule (`current`), else as its design.json says it."""
+    if not current:
+        return f"{decision.get('reason', decision.get('status'))} (decided by an older rule, over looks alone)"
+    fields = {k: decision.get(k, math.nan) for k in ("comparison", "n", "delta", "lo", "hi", "status")}
+    try:
+        return Decision(**fields).reason
+    except KeyError:  # a status this version does not know
+        return str(decision.get("reason", decision.get("status")))

@@ -1,0 +1,66 @@
+"""Entry: one Hydra app wrapper for `python -m ablate` and `@ablate.main`: the task
+function is marked as tracking its own jobs, and a user's mistake, Hydra's or ours, is
+one line with exit 2 (a sweep's job raises it, so the sweep records it as failed)."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
+
+from omegaconf.errors import OmegaConfBaseException
+
+from ablate import errors
+
+
+def register_sweeper() -> None:
+    """Hydra finds plugins by scanning the hydra_plugins namespace; registering the
+    sweeper as well works however ablate was installed, for every app that imports it."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.ablate_sweeper.ablate_sweeper import AblationSweeper
+    Plugins.instance().register(AblationSweeper)
+
+
+def task(fn):
+    """`fn(cfg) -> float` as Hydra's task function: ablate's one-line errors; marked as
+    tracking its own jobs, so the ablation sweeper does not wrap it (ablate.app)."""
+    @functools.wraps(fn)
+    def task_function(cfg) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+        errors.report_hydras_errors()  # composed: from here on a crash is Hydra's to report
+        try:
+            return fn(cfg)
+        except errors.AblateError as exc:
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise  # the sweep records it as a failed job
+            print(f"ablate: {exc}", file=sys.stderr)
+            sys.exit(2)
+    task_function.__ablate_tracks__ = True
+    return task_function
+
+
+def app(task_function, config_path: str | None, config_name: str | None, version_base: str | None = "1.3"):
+    """hydra.main around `task_function`, with Hydra's own errors (a misspelt option or
+    key, an override that does not parse, -m with --cfg) as one line and exit 2."""
+    import hydra
+    from hydra.errors import HydraException
+    register_sweeper()
+    main = hydra.main(config_path=config_path, config_name=config_name, version_base=version_base)(task_function)
+
+    @functools.wraps(task_function)
+    def entry() -> Any:
+        errors.raise_hydras_errors()
+        try:
+            return main()
+        except ValueError as exc:  # Hydra's own check of its flags: `-m` with `--cfg`, say
+            if errors.report_hydras_errors() or not str(exc).startswith("Only one of"):
+                raise
+            print(f"ablate: {exc}: give one of them (drop -m to print the config).", file=sys.stderr)
+            sys.exit(2)
+        except (HydraException, OmegaConfBaseException) as exc:
+            if errors.report_hydras_errors():
+                raise  # the user asked for Hydra's full stack traces
+            print(f"ablate: {errors.from_hydra(exc)}", file=sys.stderr)
+            sys.exit(2)
+    return entry

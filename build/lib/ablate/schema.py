@@ -1,0 +1,203 @@
+"""Schema: ablate's own config nodes as typed dataclasses (Hydra structured configs,
+registered in the ConfigStore as `ablate_schema`, the first entry of conf/config.yaml's
+defaults). A value of the wrong type fails when the config is composed.
+
+Hydra's `+key=value` adds a key even to a typed node, so `check_keys` walks the
+composed config: a key that nothing reads is refused in one line, whether or not it
+came with `+`. A key that changed the config must change what is computed.
+
+Open nodes: the options of the groups `data` and `model` with `_target_` pass their
+other keys to that callable, which refuses those it does not take (in one line too);
+so do `task.loss` and each `task.metrics.<name>`. ablate's own group options (block-list
+models, norm, augmentation, optimizer, scheduler) are checked against OPTION_KEYS.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.errors import ConfigError
+
+
+@dataclass
+class Seeds:
+    init: int | None = None      # the model's initial weights
+    data: int | None = None      # the order of the training batches
+    augment: int | None = None   # augmentation draws
+    dropout: int | None = None   # dropout masks
+
+
+@dataclass
+class Train:
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.01
+    eval_batch_size: int = 1000     # evaluation only; does not change results
+    threads: int | None = None      # torch threads per job; null = cores / parallel jobs
+    channels_last: bool = True      # NHWC memory layout for 4-D inputs; same maths, faster conv kernels
+
+
+@dataclass
+class Task:
+    name: str = "classification"
+    kind: str = "classification"    # classification | regression | sequence
+    loss: Any = None                # {_target_: torch.nn.CrossEntropyLoss, <its arguments>}
+    metrics: dict[str, Any] = field(default_factory=dict)  # name -> {} (built-in) or {_target_: ..., goal: ...}
+    ignore_index: int | None = None  # sequence: target positions that count nowhere
+
+
+@dataclass
+class Objective:
+    metric: str | None = None       # a task metric's name; null = the task's first
+    goal: str | None = None         # max | min; null = the metric's own direction (which it must match)
+    select: str = "final"           # final: the last epoch's test value; best: the best epoch's (optimistic)
+
+
+@dataclass
+class Tracking:
+    uri: str | None = None
+    experiment: str = "ablate"
+    checkpoints: bool = True
+    grace_s: float = 300.0
+    heartbeat_s: float = 1800.0
+    on_running: str = "skip"
+
+
+@dataclass
+class Report:
+    auto: bool = True
+    out: str | None = None
+    sesoi: float | None = None  # smallest effect of interest, in the objective's units: turns on equivalence (TOST)
+
+
+@dataclass
+class Design:
+    name: str | None = None
+    kind: str | None = None
+    arm: str | None = None
+    levels: Any = None  # factor -> on/off; untyped: the sweeper's override merges a dict onto null
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    seeds: Seeds = field(default_factory=Seeds)
+    step: int | None = None
+    device: str = "auto"
+    force: bool = False
+    progress: bool = True
+    train: Train = field(default_factory=Train)
+    task: Task = field(default_factory=Task)
+    objective: Objective = field(default_factory=Objective)
+    tracking: Tracking = field(default_factory=Tracking)
+    report: Report = field(default_factory=Report)
+    design: Design = field(default_factory=Design)
+    # the config groups' options: open nodes, checked by check_keys and their callables
+    data: Any = None
+    model: Any = None
+    norm: Any = None
+    augmentation: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+
+
+ConfigStore.instance().store(name="ablate_schema", node=Config)
+
+# What ablate reads of its own group options, beside `name`.
+OPTION_KEYS: dict[str, dict[str, set[str]]] = {
+    "optimizer": {"sgd": {"momentum", "weight_decay", "nesterov"}, "adam": {"betas", "weight_decay"}},
+    "scheduler": {"none": set(), "step": {"step_size", "gamma"}, "plateau": {"factor", "patience", "min_lr"},
+                  "onecycle": {"max_lr_factor", "pct_start", "div_factor", "final_div_factor", "anneal_strategy"}},
+    "norm": {"*": set()},
+    "augmentation": {"*": {"crop", "flip", "rotate", "erase"}},
+}
+AUGMENT_KEYS = {"crop": {"padding", "fill"}, "flip": {"p"}, "rotate": {"degrees", "fill", "interpolation"},
+                "erase": {"p", "scale", "ratio", "value"}}
+BLOCK_MODEL_KEYS = {"name", "dropout", "norms", "blocks", "head"}
+HEAD_KEYS = {"type", "kernel"}
+BLOCK_KEYS = {"conv", "kernel", "padding"}
+# Where a key people reach for lives in ablate, for the message that refuses it.
+HINTS = {"label_smoothing": "task.loss.label_smoothing", "loss": "task.loss (a `_target_` node)",
+         "metric": "task.metrics, and objective.metric for the one that decides",
+         "metrics": "task.metrics", "criterion": "task.loss", "direction": "objective.goal",
+         "goal": "objective.goal", "weight_decay": "optimizer.weight_decay", "momentum": "optimizer.momentum",
+         "dropout": "model.dropout", "num_classes": "data.num_classes"}
+
+
+def _refuse(key: str, allowed, what: str) -> ConfigError:
+    leaf = key.rsplit(".", 1)[-1]
+    hint = f" {leaf} is set at {HINTS[leaf]}." if leaf in HINTS and not key.startswith(HINTS[leaf]) else ""
+    return ConfigError(f"{key}: no such key in {what} (its keys: {', '.join(sorted(allowed)) or 'none'}); it would "
+                       f"be read by nothing.{hint} Remove it, or check its spelling (`--cfg job` after your "
+                       f"command prints every key).")
+
+
+def typed(node: DictConfig, prefix: str) -> None:
+    """Every key of a dataclass-typed node is one of its fields; recursively."""
+    kind = OmegaConf.get_type(node)
+    if not (isinstance(kind, type) and dataclasses.is_dataclass(kind)):
+        return
+    fields = {f.name for f in dataclasses.fields(kind)}
+    for key in node:
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise _refuse(dotted, fields, prefix or "the config's top level")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            typed(child, dotted)
+
+
+def _option(cfg: DictConfig, group: str) -> None:
+    node = cfg.get(group)
+    if not isinstance(node, DictConfig):
+        return
+    table = OPTION_KEYS[group]
+    allowed = table.get(str(node.get("name")), table.get("*"))
+    if allowed is None:
+        return  # an option ablate does not know: validate names the choices
+    for key in node:
+        if key != "name" and key not in allowed:
+            raise _refuse(f"{group}.{key}", allowed | {"name"}, f"{group}={node.get('name')}")
+    if group == "augmentation":
+        for op, keys in AUGMENT_KEYS.items():
+            sub = node.get(op)
+            for key in sub if isinstance(sub, DictConfig) else ():
+                if key not in keys:
+                    raise _refuse(f"augmentation.{op}.{key}", keys, f"augmentation.{op}")
+
+
+def _block_model(model: DictConfig) -> None:
+    for key in model:
+        if key not in BLOCK_MODEL_KEYS:
+            raise _refuse(f"model.{key}", BLOCK_MODEL_KEYS, f"the block-list model {model.get('name')} (a model "
+                          f"with _target_ passes its keys to its class)")
+    head = model.get("head")
+    for key in head if isinstance(head, DictConfig) else ():
+        if key not in HEAD_KEYS:
+            raise _refuse(f"model.head.{key}", HEAD_KEYS, "model.head")
+    for i, block in enumerate(model.get("blocks") or []):
+        for key in block if isinstance(block, DictConfig) else ():
+            if key not in BLOCK_KEYS:
+                raise _refuse(f"model.blocks[{i}].{key}", BLOCK_KEYS, "a conv block")
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first key that nothing reads."""
+    typed(cfg, "")
+    for group in OPTION_KEYS:
+        _option(cfg, group)
+    model = cfg.get("model")
+    if isinstance(model, DictConfig) and "_target_" not in model:
+        _block_model(model)
+    data = cfg.get("data")
+    if isinstance(data, DictConfig) and (data.get("train") is not None or data.get("test") is not None):
+        from ablate.data import RESERVED
+        extra = [k for k in data if k not in RESERVED and k != "_target_"]
+        if extra:  # with split nodes, the option's own keys go to no callable
+            raise _refuse(f"data.{extra[0]}", RESERVED, f"data={data.get('name')}, whose splits are built by "
+                          f"data.train and data.test (put a split's arguments in its node)")
+

@@ -1,0 +1,361 @@
+"""Tracking: where runs go in MLflow, how they are named, and finding old ones."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote, unquote, urlparse
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from ablate.config import is_non_result, unquoted
+from ablate.errors import AblateError, ConfigError
+
+log = logging.getLogger(__name__)
+
+# MLflow draws a progress bar for every artifact it moves (a design.json included) and,
+# with a tracking server, prints "View run ... at" for every run it closes: noise in a
+# sweep's output, which prints its own links. A user's own setting wins.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+FINGERPRINT = "ablate.fingerprint"
+SWEEP_ID = "ablate.sweep_id"
+SWEPT = "ablate.swept"  # on a sweep's parent run: the keys its command line varied
+OVERRIDES = "ablate.overrides"
+ERROR = "ablate.error"
+SUPERSEDED = "ablate.superseded"  # on a run closed because another run of its config took over: why
+RUN_LOCAL = "ablate.run_local"  # a user's job's values that say where or when it ran (JSON), not what
+OWNER, HEARTBEAT = "ablate.owner", "ablate.heartbeat"  # host:pid of the job training a run, and when it last said so
+DESIGN, DESIGN_KIND, ARM = "ablate.design", "ablate.design.kind", "ablate.arm"
+LEVEL = "ablate.level."  # + factor: on/off, for each factor of a factorial design
+DESIGN_FILE = "design.json"  # in the sweep's parent run: the design and each job's arm
+# Set by the Hydra callback in the parent, read by every job, in any process.
+ENV_SWEEP_ID, ENV_PARENT, ENV_SWEEP_KEYS, ENV_JOBS = (
+    "ABLATE_SWEEP_ID", "ABLATE_PARENT_RUN_ID", "ABLATE_SWEEP_KEYS", "ABLATE_PARALLEL_JOBS")
+
+
+def launch_dir() -> Path:
+    """The directory the user ran from, even inside a Hydra job that changed it."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return Path(HydraConfig.get().runtime.cwd)
+    except ValueError:  # no Hydra app running: the Python API
+        return Path.cwd()
+
+
+def resolve_uri(uri: str | None) -> str:
+    """Absolute tracking URI; None means MLflow's embedded sqlite store in the launch dir."""
+    if not uri:
+        return sqlite_uri(launch_dir() / "mlflow.db")
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return sqlite_uri((launch_dir() / unquote(uri[len("sqlite:///"):])).resolve())
+    if "://" not in uri:  # a plain path: a file store
+        return (launch_dir() / uri).resolve().as_uri()
+    return uri
+
+
+def sqlite_uri(path: Path) -> str:
+    """A sqlite store's URI for a file path, percent-encoded: a folder named `q?a` or
+    `50%` is part of the path, not a URL's query or escape (SQLAlchemy decodes it)."""
+    return "sqlite:///" + quote(str(path), safe="/")
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite store's URI (absolute, as resolve_uri gives it)."""
+    return Path(unquote(uri[len("sqlite:///"):].split("?")[0])) if uri.startswith("sqlite:///") else None
+
+
+class StoreError(AblateError):
+    """The tracking store cannot be used: one line naming the URI, what failed and the fix."""
+
+
+FIX = "Start it (python scripts/tracking_server.py) or correct tracking.uri"
+
+
+@contextlib.contextmanager
+def quick_requests(timeout_s: int = 5):
+    """MLflow's HTTP client retries a dead server for minutes (7 retries, backoff 2:
+    254 s measured). For a check, or a retry loop of our own, one short try each."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def require_store(uri: str) -> None:
+    """For the tools that read runs (the report, the UI): a sqlite store must be there
+    already, where MlflowClient would create an empty one and report on nothing."""
+    if (db := sqlite_file(uri)) is not None and not db.exists():
+        raise StoreError(f"no MLflow store at {uri}. Run from the folder you swept in, or point "
+                         f"--tracking-uri at its store (sqlite:////path/to/mlflow.db, or http://host:port).")
+
+
+def check_store(uri: str, experiment: str) -> None:
+    """Can runs go there? Checked before any data is read or any run exists, in
+    seconds, and without creating anything: a sqlite file must be a database (or its
+    folder writable), a server must answer, a scheme must be one MLflow knows."""
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise ConfigError(f"tracking.experiment={experiment!r} is invalid: must be a non-empty name. "
+                          f"Fix it with `tracking.experiment=<name>`.")
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    try:
+        _tracking_store_registry.get_store_builder(uri)
+    except Exception:
+        raise StoreError(f"tracking.uri={uri}: MLflow has no tracking store for the scheme "
+                         f"'{urlparse(uri).scheme}'. Use sqlite:///path/mlflow.db, a folder, "
+                         f"or http://host:port.") from None
+    scheme = urlparse(uri).scheme
+    if (db := sqlite_file(uri)) is not None:
+        if db.exists():
+            try:
+                with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as con:
+                    con.execute("select count(*) from sqlite_master").fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"tracking.uri={uri}: {db} is not a usable sqlite database ({exc}). Point "
+                                 f"tracking.uri at another file, or move this one away.") from None
+        elif not os.access(next(p for p in db.parents if p.exists()), os.W_OK):
+            raise StoreError(f"tracking.uri={uri}: cannot create {db} (its folder is not writable). "
+                             f"Fix tracking.uri.")
+    elif scheme in ("http", "https"):
+        start = time.monotonic()
+        try:
+            with quick_requests():
+                MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as exc:
+            reason = " ".join(str(exc).split())
+            reason = "connection failed" if "Max retries exceeded" in reason else reason[:120]
+            raise StoreError(f"tracking.uri={uri}: no MLflow server answered in {time.monotonic() - start:.0f} s "
+                             f"({reason}). {FIX}.") from None
+    if db is None or db.exists():
+        deleted_check(uri, experiment)
+
+
+def deleted_check(uri: str, experiment: str) -> None:
+    """An experiment deleted in MLflow (the UI's delete moves it to the trash, where its
+    name stays taken): one line with the three ways on, before any run is attempted."""
+    with quick_requests():
+        found = MlflowClient(uri).get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise StoreError(f"tracking.experiment={experiment} was deleted in {uri} (it is in MLflow's trash, id "
+                         f"{found.experiment_id}, and its name is still taken). Restore it with `mlflow experiments "
+                         f"restore --experiment-id {found.experiment_id}` (MLFLOW_TRACKING_URI={uri}), choose another "
+                         f"name with tracking.experiment=<name>, or purge it with `mlflow gc --backend-store-uri "
+                         f"{uri} --experiment-ids {found.experiment_id}`.")
+
+
+@contextlib.contextmanager
+def _lock(uri: str):
+    """An exclusive lock on a sqlite store's folder while its schema is created: two
+    sweeps started together on a fresh store would race the migration."""
+    if (db := sqlite_file(uri)) is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create the store (its schema migration) and the experiment once; return its id.
+    Artifacts go to <launch dir>/mlruns for a local sqlite store, as MLflow's default."""
+    with _lock(uri):
+        return _ensure_experiment(uri, name)
+
+
+def _ensure_experiment(uri: str, name: str) -> str:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if (db := sqlite_file(uri)) is not None:  # artifacts beside the db, whatever the cwd
+        location = (db.parent / "mlruns" / name).as_uri()
+    try:  # the kind tag opens MLflow 3's UI on its training-runs view, not GenAI's
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
+    except mlflow.exceptions.MlflowException:  # another process created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def job_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def run_name(overrides: list[str]) -> str:
+    """Readable name from what varies: the swept keys in a multirun, else every
+    override, e.g. "norm=bn_after_relu,seed=1"."""
+    swept = [k for k in os.environ.get(ENV_SWEEP_KEYS, "").split(",") if k]
+    kept = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        key = key.lstrip("+~")
+        if key == "design.arm" and (not swept or key in swept):
+            kept.insert(0, f"arm={unquoted(value)}")  # a design's jobs are named by their arm first
+        if key.startswith("hydra") or is_non_result(key):
+            continue
+        if not swept or key in swept:
+            kept.append(unquoted(o))
+    return ",".join(kept) or "defaults"
+
+
+def design_tags(cfg) -> dict[str, str]:
+    """A design job's place in its design, as tags the report and MLflow's filters use."""
+    d = cfg.get("design")
+    if d is None or not d.get("name"):
+        return {}
+    tags = {DESIGN: d.name, DESIGN_KIND: d.kind, ARM: d.arm}
+    for factor, level in (d.get("levels") or {}).items():
+        tags[LEVEL + str(factor)] = str(level)
+    return tags
+
+
+def runs_of(client: MlflowClient, experiment_id: str, fingerprints: list[str]) -> list[str]:
+    """The ids of the newest run of each of these configs (a sweep's jobs, the skipped included)."""
+    wanted, newest = set(fingerprints), {}
+    for r in client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=50_000):
+        fp = r.data.tags.get(FINGERPRINT)
+        if fp in wanted and fp not in newest:
+            newest[fp] = r.info.run_id
+    return [newest[fp] for fp in dict.fromkeys(fingerprints) if fp in newest]
+
+
+def swept_keys(parent) -> list[str]:
+    """The keys a sweep's command line varied, from its parent run's tag."""
+    return [k for k in parent.data.tags.get(SWEPT, "").split(",") if k]
+
+
+def find_runs(client: MlflowClient, experiment_id: str, fingerprint: str):
+    """Runs of this exact config, newest first."""
+    return client.search_runs([experiment_id], f"tags.`{FINGERPRINT}` = '{fingerprint}'",
+                              order_by=["attributes.start_time DESC"])
+
+
+# ----------------------------------------------------------------------------- outages and owners
+
+def ride_out(what: str, attempt, grace_s: float, uri: str):
+    """`attempt()`, retried through a store outage for up to `grace_s` seconds: an
+    outage shorter than that costs a wait, not the run. Longer, the job ends in one
+    line; its local checkpoint lets the same command resume it into the same run."""
+    start, wait, said = time.monotonic(), 1.0, False
+    while True:
+        try:
+            with quick_requests():
+                out = attempt()
+            if said:
+                log.info(f"Tracking store back after {time.monotonic() - start:.0f} s; {what} done")
+            return out
+        except Exception as exc:
+            gone = time.monotonic() - start
+            if gone >= grace_s:
+                raise StoreError(f"tracking.uri={uri}: the store has not answered for {gone:.0f} s "
+                                 f"(tracking.grace_s={grace_s:g}) while {what}: {' '.join(str(exc).split())[:160]}. "
+                                 f"The job stopped; its checkpoint is kept. {FIX}, then run the same command "
+                                 f"again: it resumes into the same run.") from None
+            if not said:
+                log.warning(f"Tracking store unreachable while {what}; retrying for up to {grace_s:g} s")
+                said = True
+            time.sleep(min(wait, grace_s - gone))
+            wait = min(wait * 2, 30.0)
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_tags() -> dict[str, str]:
+    return {OWNER: owner(), HEARTBEAT: str(int(time.time()))}
+
+
+def alive(run, limit_s: float) -> tuple[bool, str]:
+    """Whether a RUNNING run's trainer is still at it: its process, when it ran on this
+    host; else its heartbeat (set every epoch), younger than `limit_s`."""
+    if run.info.status != "RUNNING":
+        return False, run.info.status
+    tags = run.data.tags
+    host, _, pid = tags.get(OWNER, "").rpartition(":")
+    beat = time.time() - float(tags.get(HEARTBEAT, 0))
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False, f"its process {pid} is gone"
+        except PermissionError:
+            pass  # another user's live process
+        if int(pid) == os.getpid():
+            return False, "this process"
+    if beat > limit_s:
+        return False, f"no heartbeat for {beat:.0f} s"
+    return True, f"trained by {tags.get(OWNER, '?')}, heartbeat {beat:.0f} s ago"
+
+
+def first_claim(client: MlflowClient, experiment_id: str, fingerprint: str, mine, limit_s: float):
+    """Two jobs that start one config together both create a run; the earlier run (by
+    start time, then id) trains and the other backs off. Returns the live rival that
+    goes first, or None when this run does."""
+    key = (mine.info.start_time, mine.info.run_id)
+    for r in find_runs(client, experiment_id, fingerprint):
+        if r.info.run_id != mine.info.run_id and r.info.status == "RUNNING" and \
+                (r.info.start_time, r.info.run_id) < key and alive(r, limit_s)[0]:
+            return r
+    return None
+
+
+PARAM_LIMIT = 6000  # MLflow's longest param value
+
+
+def param_key(key: str) -> str:
+    """A config key as an MLflow param name: MLflow takes letters, digits, `_-. :/`, at
+    most 250 characters; any other character becomes `_`."""
+    import re
+    return re.sub(r"[^\w\-. :/]", "_", key)[:250]
+
+
+def param_value(value) -> str:
+    """A param as MLflow keeps it. One longer than MLflow's limit is cut, and ends with a
+    digest of the whole value: two long values that differ never read the same."""
+    text = str(value)
+    if len(text) <= PARAM_LIMIT:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{text[:PARAM_LIMIT - 40]}...[{len(text)} chars, sha256 {digest}]"
+
+
+def metrics(values: dict, step: int | None) -> list:
+    """Metric entities for one log_batch call: an epoch's values land together or not at all."""
+    from mlflow.entities import Metric
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step or 0) for k, v in values.items()]
