@@ -1,0 +1,196 @@
+"""A user's config is the user's: its identity is its composed values key by key, with
+run-local values (output folders, job numbers, times) kept out; the files that run are
+its code; nothing of ablate's engine rules touches it."""
+import json
+import logging
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from ablate import app, identity, source, study, tracking
+from ablate.errors import ConfigError
+
+APP_CONF = """
+defaults:
+  - _self_
+  - model: small
+  - data: toy
+  - trainer: cpu
+  - paths: default
+seed: null
+"""
+GROUPS = {
+    "model/small.yaml": "hidden: 8\nkind: ${hydra:runtime.choices.model}\nsave_to: ${paths.output_dir}/model.pt\n",
+    "model/big.yaml": "hidden: 32\nkind: ${hydra:runtime.choices.model}\nsave_to: ${paths.output_dir}/model.pt\n",
+    "data/toy.yaml": "n: 10\n",
+    "trainer/cpu.yaml": "max_epochs: 2\nroot: ${paths.output_dir}\nstamp: ${now:%H-%M-%S-%f}\njob: ${hydra:job.num}\n",
+    "paths/default.yaml": "output_dir: ${hydra:runtime.output_dir}\nlog_dir: ${paths.output_dir}/logs\n",
+}
+
+
+@pytest.fixture
+def app_conf(tmp_path) -> Path:
+    conf = tmp_path / "conf"
+    (conf / "study.yaml").parent.mkdir(parents=True)
+    (conf / "study.yaml").write_text(APP_CONF)
+    for name, text in GROUPS.items():
+        (conf / name).parent.mkdir(parents=True, exist_ok=True)
+        (conf / name).write_text(text)
+    return conf
+
+
+def job(conf: Path, overrides=(), output_dir="/tmp/out/a", num=0):
+    """A job's task config with its Hydra config set, as a launcher gives it."""
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("study", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir, cfg.hydra.job.num = output_dir, num
+    HydraConfig.instance().set_config(cfg)
+    task = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def test_output_folders_job_numbers_and_times_are_run_local_and_choices_are_not(app_conf):
+    a = identity.of(job(app_conf, output_dir="/tmp/out/a", num=0))
+    b = identity.of(job(app_conf, output_dir="/tmp/out/b", num=7))
+    assert a.fingerprint == b.fingerprint  # the same config run twice is one run
+    assert {"paths.output_dir", "paths.log_dir", "model.save_to", "trainer.root", "trainer.stamp",
+            "trainer.job"} <= set(a.run_local)
+    assert a.params["model.kind"] == "small"  # a ${hydra:...} value the model reads stays its identity
+    big = identity.of(job(app_conf, ["model=big"]))
+    assert big.fingerprint != a.fingerprint and big.params["model.kind"] == "big"
+
+
+@pytest.mark.parametrize("first,second", [("+model.head=1", "+model.head=2"),
+                                          ("+model.blocks=[64,64]", "+model.blocks=[64,32]"),
+                                          ("+trainer.note=a", "+trainer.note=b")])
+def test_every_key_of_a_users_config_is_its_identity(app_conf, first, second):
+    one, two = identity.of(job(app_conf, [first])), identity.of(job(app_conf, [second]))
+    assert one.fingerprint != two.fingerprint
+
+
+def test_key_order_inside_a_list_value_is_not_identity(app_conf):
+    one = identity.of(job(app_conf, ["+model.layers=[{width:32,act:relu}]"]))
+    two = identity.of(job(app_conf, ["+model.layers=[{act:relu,width:32}]"]))
+    assert one.fingerprint == two.fingerprint and json.loads(one.params["model.layers"]) == [
+        {"act": "relu", "width": 32}]
+
+
+def test_the_objective_comes_from_optimized_metric_and_the_sweepers_direction(app_conf):
+    cfg = job(app_conf, ["+optimized_metric=val/acc"])
+    with pytest.raises(ConfigError, match="say which way val/acc is better"):
+        app.objective(cfg, HydraConfig.get())
+    hydra_cfg = OmegaConf.create({"sweeper": {"_target_": app.SWEEPER, "direction": "maximize"}})
+    o = app.objective(cfg, hydra_cfg)
+    assert (o.metric, o.goal, o.column) == ("val/acc", "max", "final_val/acc")
+    clash = OmegaConf.create({"sweeper": {"_target_": app.SWEEPER, "direction": "minimize",
+                                          "objective": {"goal": "max"}}})
+    with pytest.raises(ConfigError, match="opposite ways"):
+        app.objective(cfg, clash)
+
+
+def _user_loop_cfg(tmp_path, **extra):
+    return OmegaConf.create({"seed": None, "epochs": 2, "model": {"head": 1},
+                             "tracking": {"uri": f"sqlite:///{tmp_path / 'm.db'}", "experiment": "ablate",
+                                          "grace_s": 30, "heartbeat_s": 60, "on_running": "skip",
+                                          "checkpoints": True},
+                             "force": False, "report": {}, "design": {},
+                             "objective": {"metric": "acc", "goal": "max", "select": "final"}, **extra})
+
+
+def test_a_user_loop_with_model_head_1_then_2_trains_two_runs_and_a_null_seed_runs_as_0(tmp_path, caplog):
+    trained = []
+
+    def fit(cfg, run):
+        trained.append((cfg.seed, cfg.model.head))
+        return {"acc": 1.0 * cfg.model.head}
+    with caplog.at_level(logging.INFO):
+        study.run(fit, _user_loop_cfg(tmp_path))
+    assert "runs it as seed=0" in caplog.text
+    cfg = _user_loop_cfg(tmp_path)
+    cfg.model.head = 2
+    study.run(fit, cfg)
+    assert trained == [(0, 1), (0, 2)]
+    runs = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}").search_runs(["1"])
+    assert sorted(r.data.params["model.head"] for r in runs) == ["1", "2"]
+
+
+def test_a_checkpoint_that_does_not_load_safely_closes_its_run_and_starts_afresh(tmp_path, monkeypatch):
+    """A planted pickle (code in __reduce__) is never executed: weights_only refuses it,
+    the run it belonged to is closed KILLED with why, and the config trains afresh."""
+    cfg = _user_loop_cfg(tmp_path, seed=3)
+
+    def killed(cfg, run):
+        run.log(1, {"acc": 1.0})
+        run.save({"epoch": 1})
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        study.run(killed, cfg)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    (old,) = client.search_runs(["1"])
+    from ablate.run import checkpoint_path
+
+    class Planted:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "PWNED",))
+    torch.save({"state": Planted(), "epoch": 1, "history": []}, checkpoint_path(old.info))
+    seen = []
+    study.run(lambda cfg, run: seen.append(run.resume) or {"acc": 2.0}, cfg)
+    assert seen == [None] and not (tmp_path / "PWNED").exists()
+    old = client.get_run(old.info.run_id)
+    assert old.info.status == "KILLED" and "does not load" in old.data.tags[tracking.SUPERSEDED]
+
+
+def test_the_code_is_the_files_that_run_not_every_file_beside_the_script(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "nets.py").write_text("from . import layers\n")
+    (tmp_path / "pkg" / "layers.py").write_text("X = 1\n")
+    script = tmp_path / "train.py"
+    script.write_text("import os\n\ndef main():\n    from pkg import nets\n")
+    import sys
+    sys.path.insert(0, str(tmp_path))
+    try:
+        before = source.parts({}, script)
+        assert {"train.py", "pkg/nets.py", "pkg/layers.py", "pkg/__init__.py"} <= set(before)
+        (tmp_path / "plot_results.py").write_text("print('a helper saved after a kill')\n")
+        assert source.parts({}, script) == before  # a helper beside the script is not its code
+        (tmp_path / "pkg" / "layers.py").write_text("X = 2\n")
+        why = source.changed(source.tags(before), source.parts({}, script))
+        assert why == "the code changed since: pkg/layers.py"
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_a_run_of_changed_code_left_running_is_closed_killed_with_why(tmp_path):
+    cfg = _user_loop_cfg(tmp_path, seed=1)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+
+    def dies(cfg, run):
+        run.log(1, {"acc": 1.0})
+        run.save({"epoch": 1})
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        study.run(dies, cfg)
+    (old,) = client.search_runs(["1"])
+    client.update_run(old.info.run_id, "RUNNING")  # as kill -9 leaves it
+    client.set_tag(old.info.run_id, source.TAG, "0" * 12)  # trained by other code
+    client.set_tag(old.info.run_id, tracking.OWNER, "nohost:1")
+    client.set_tag(old.info.run_id, tracking.HEARTBEAT, "0")
+    study.run(lambda cfg, run: {"acc": 2.0}, cfg)
+    old = client.get_run(old.info.run_id)
+    assert old.info.status == "KILLED" and "code changed" in old.data.tags[tracking.SUPERSEDED]
+
+
+def test_more_than_a_hundred_params_are_logged(tmp_path):
+    cfg = _user_loop_cfg(tmp_path, wide={f"k{i}": i for i in range(150)})
+    study.run(lambda cfg, run: {"acc": 1.0}, cfg)
+    (run,) = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}").search_runs(["1"])
+    assert run.data.params["wide.k149"] == "149" and len(run.data.params) > 150
