@@ -154,7 +154,7 @@ class AblateCallback(Callback):
         self.parent_id = parent.info.run_id
         self.design_file = None
         if sweep.design is not None:  # the design and each job's arm; an adaptive sweeper adds rounds to it
-            spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints, self.objective, sesoi)
+            spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints, self.objective, sesoi, swept)
             self.client.log_text(self.parent_id, spec, tracking.DESIGN_FILE)
             self.design_file = self.sweep_dir / tracking.DESIGN_FILE
             self.design_file.parent.mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,8 @@ def check_model(cfg) -> int:
         raise ConfigError(f"{where}: the model rejects {words.split(' in,')[0]}: {one_line(exc)}. Fix the "
                           f"model's arguments (input size, channels) or pick data it takes.") from None
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if cfg.task.kind == "regression" and tuple(want) == (2, 1) and got == (2,):
+        got = (2, 1)  # one value per sample, `nn.Linear(h, 1)` then `.squeeze(-1)`: matched to the target (Task.flat)
     if got != tuple(want):
         raise ConfigError(f"{where}: the model gives {got}; it must give {words.split(' in, ')[1]}. Fix its "
                           f"output size, e.g. `num_classes: ${{data.num_classes}}`, `outputs: ${{data.targets}}` "

@@ -105,7 +105,7 @@ def in_rounds(sweeper, session, plan, sweep_dir: Path, task) -> list:
 
     def save(record: dict) -> None:
         spec = {**design.spec(), "arms": sorted(set(runner.arm_of.values())), "fingerprints": runner.arm_of,
-                "objective": asdict(objective), "sesoi": sesoi, **record}
+                "objective": asdict(objective), "sesoi": sesoi, "swept": plan.swept, **record}
         text = json.dumps(spec)
         (sweep_dir / tracking.DESIGN_FILE).write_text(text)
         if parent:

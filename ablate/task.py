@@ -69,9 +69,16 @@ class Task:
 
     def flat(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A sequence's [N, T, V] logits and [N, T] targets as [N*T, V] and [N*T]: what
-        losses and class metrics take. Other tasks pass through."""
+        losses and class metrics take. A regression of one target takes [N] or [N, 1]
+        outputs for [N] or [N, 1] targets, each matched to the other's shape (a loss would
+        broadcast [N] against [N, 1] to [N, N]). Other tasks pass through."""
         if self.kind == "sequence":
             return out.flatten(0, 1), y.flatten()
+        if self.kind == "regression" and out.shape != y.shape:  # one target: [B] and [B, 1] matched, never broadcast
+            if out.ndim == y.ndim - 1 and y.shape[-1] == 1:
+                return out.unsqueeze(-1), y
+            if y.ndim == out.ndim - 1 and out.shape[-1] == 1:
+                return out, y.unsqueeze(-1)
         return out, y
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

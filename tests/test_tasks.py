@@ -55,6 +55,11 @@ def mlp(features: int, outputs: int, hidden: int = 32) -> nn.Module:
     return nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
 
 
+def mlp_flat(features: int, hidden: int = 32) -> nn.Module:
+    """One value per sample as [B]: `nn.Linear(h, 1)` then `.squeeze(-1)`, the common way."""
+    return nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Flatten(0))
+
+
 class TinyLM(nn.Module):
     def __init__(self, vocab_size: int, width: int = 16):
         super().__init__()
@@ -75,6 +80,7 @@ def conf(tmp_path) -> Path:
     (root / "model").mkdir()
     (root / "model" / "mlp.yaml").write_text("_target_: test_tasks.mlp\nfeatures: ${data.features}\n"
                                              "outputs: ${data.targets}\n")
+    (root / "model" / "mlp_flat.yaml").write_text("_target_: test_tasks.mlp_flat\nfeatures: ${data.features}\n")
     (root / "model" / "lm.yaml").write_text("_target_: test_tasks.TinyLM\nvocab_size: ${data.vocab_size}\n")
     return root
 
@@ -82,6 +88,19 @@ def conf(tmp_path) -> Path:
 def regression(store, *extra) -> list[str]:
     return ["task=regression", "data=linear", "model=mlp", "optimizer=adam", "train.lr=0.01",
             "train.batch_size=32", "train.epochs=4", f"tracking.uri={store}", "progress=false", *extra]
+
+
+def test_a_regression_model_may_give_one_value_per_sample_as_b_or_b_1(store, conf):
+    """[B] and [B, 1] both fit a scalar target, matched to its shape, never broadcast
+    (an MSE of [B] against [B, 1] would average over B x B pairs)."""
+    flat = ablate.train(ablate.compose([*regression(store), "model=mlp_flat"], config_dir=conf))
+    column = ablate.train(ablate.compose(regression(store), config_dir=conf))
+    assert flat.history[-1]["test_rmse"] < flat.history[0]["test_rmse"]  # it learns, as the [B, 1] model does
+    from ablate.task import Task
+    task = Task("regression", torch.nn.functional.mse_loss, {}, None)
+    out, y = task.flat(torch.zeros(4), torch.ones(4, 1))
+    assert out.shape == y.shape == (4, 1) and task.loss(torch.zeros(4), torch.ones(4, 1)).item() == 1.0
+    assert column.run_id != flat.run_id
 
 
 def test_a_min_objective_picks_the_lowest_epoch_as_best(store, conf):

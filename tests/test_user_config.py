@@ -194,3 +194,32 @@ def test_more_than_a_hundred_params_are_logged(tmp_path):
     study.run(lambda cfg, run: {"acc": 1.0}, cfg)
     (run,) = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}").search_runs(["1"])
     assert run.data.params["wide.k149"] == "149" and len(run.data.params) > 150
+
+
+def test_the_report_judges_logged_runs_on_another_metric_without_retraining():
+    import pandas as pd
+
+    from ablate.metrics import Objective
+    from ablate.report import ReportError, rejudged
+    base = Objective("rmse", "min", "final", (0.0, None), "RMSE", "", "test")
+    runs = pd.DataFrame({"metrics.final_test_rmse": [1.0], "metrics.final_test_r2": [0.5]})
+    r2 = rejudged(base, runs, "r2", "max", None)
+    assert (r2.column, r2.goal, r2.bounds) == ("final_test_r2", "max", (None, None))
+    with pytest.raises(ReportError, match="needs --goal"):
+        rejudged(base, runs, "r2", None, None)
+    with pytest.raises(ReportError, match="no run logged final_test_mae"):
+        rejudged(base, runs, "mae", "min", None)
+    assert rejudged(base, runs, None, None, None) is base
+
+
+def test_a_crossed_stratum_is_named_by_the_key_the_user_swept():
+    import pandas as pd
+
+    from ablate.effects import _strata
+    runs = pd.DataFrame({"arm": ["baseline", "baseline", "x", "x"],
+                         "params.data.num_classes": ["3", "2", "3", "2"], "params.model.classes": ["3", "2", "3", "2"],
+                         f"tags.{tracking.OVERRIDES}": ["data=wine seed=0", "data=breast seed=0",
+                                                       "data=wine seed=0 +m=1", "data=breast seed=0 +m=1"]})
+    assert _strata(runs, ["design.arm", "data", "seed"]) == ["params.data"]
+    assert sorted(runs["params.data"]) == ["breast", "breast", "wine", "wine"]
+    assert _strata(runs.drop(columns=["params.data"]), ["design.arm", "seed"]) == []

@@ -5,7 +5,6 @@ import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig
-
 from src.utils import get_metric_value, instantiate_callbacks
 
 

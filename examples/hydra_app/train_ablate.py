@@ -5,10 +5,10 @@ import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig
+from src.utils import get_metric_value, instantiate_callbacks
 
 import ablate  # ablate
 from ablate.lightning import RunCallback  # ablate
-from src.utils import get_metric_value, instantiate_callbacks
 
 
 def train(cfg: DictConfig, run) -> tuple[dict, dict]:  # ablate: the run handle
