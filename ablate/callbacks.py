@@ -108,6 +108,7 @@ class AblateCallback(Callback):
         self.sweep_id: str | None = None
         self.foreign = False  # another sweeper (Optuna, ...): its jobs are not known ahead
         self.sweep_dir: Path | None = None
+        self.job_errors: list[str] = []  # failed jobs' errors, as the sweeper saw them
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         errors.report_hydras_errors()  # composed: the sweep's jobs report their crashes Hydra's way
@@ -217,8 +218,11 @@ class AblateCallback(Callback):
             log.error(f"  {r.info.status}: {r.info.run_name} ({r.info.run_id}): "
                       f"{r.data.tags.get(tracking.ERROR, '')}")
         if missing:
-            log.error(f"  {len(missing)} job(s) failed before their MLflow run existed: see each job's log under "
-                      f"{self.sweep_dir}/")
+            logged = [e for e in self.job_errors if not any(r.info.run_name in e for r in failed)]
+            log.error(f"  {len(missing)} job(s) failed before their MLflow run existed"
+                      + (":" if logged else f": see each job's log under {self.sweep_dir}/"))
+            for e in logged[:len(missing)]:
+                log.error(f"    {e}")
         reused = sum(r.data.tags.get("mlflow.parentRunId") != parent_id for r in done)
         log.info(f"Sweep done: {len(done)} finished ({reused} of them reused from earlier runs), {len(failed)} "
                  f"failed, {len(missing)} never reached MLflow"

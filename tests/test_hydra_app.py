@@ -64,7 +64,7 @@ def test_the_unchanged_app_runs_the_design_with_a_regular_install_too(tmp_path):
     """ablate built into a wheel and installed as a plain package (no editable hooks),
     beside the other dependencies of this environment."""
     dist = tmp_path / "dist"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                             "-w", str(dist), str(REPO)], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next(dist.glob("ablate_studies-*.whl"))

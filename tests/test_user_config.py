@@ -223,3 +223,45 @@ def test_a_crossed_stratum_is_named_by_the_key_the_user_swept():
     assert _strata(runs, ["design.arm", "data", "seed"]) == ["params.data"]
     assert sorted(runs["params.data"]) == ["breast", "breast", "wine", "wine"]
     assert _strata(runs.drop(columns=["params.data"]), ["design.arm", "seed"]) == []
+
+
+TIER1_SCRIPT = '''
+import ablate
+
+@ablate.main(config_path="conf", config_name="my_study")
+def train(cfg, run):
+    assert cfg.paths.out.endswith("/out"), cfg.paths.out
+    for epoch in range(run.epoch + 1, cfg.trainer.epochs + 1):
+        run.log(epoch, {"score": cfg.model.width * epoch + cfg.seed})
+    return {"score": cfg.model.width * cfg.trainer.epochs + cfg.seed}
+
+if __name__ == "__main__":
+    train()
+'''
+
+
+@pytest.mark.slow
+def test_an_ablate_main_app_with_its_own_primary_config_and_groups_sweeps_and_reruns_nothing(tmp_path):
+    """`config_name` other than config, groups named model/data/trainer, and a path
+    under `${hydra:runtime.output_dir}`: the pre-check and the jobs agree on every job's
+    identity, so the sweep counts its jobs, and the same sweep again trains nothing."""
+    import subprocess
+    import sys
+    conf = tmp_path / "conf"
+    for name, text in {"my_study.yaml": "defaults:\n  - ablate_study\n  - _self_\n  - model: mlp\n  - data: toy\n"
+                                        "  - trainer: fast\nseed: null\npaths:\n"
+                                        "  out: ${hydra:runtime.output_dir}/out\n"
+                                        "objective: {metric: score, goal: max}\n",
+                       "model/mlp.yaml": "width: 2\n", "data/toy.yaml": "n: 3\n", "trainer/fast.yaml": "epochs: 2\n"
+                       }.items():
+        (conf / name).parent.mkdir(parents=True, exist_ok=True)
+        (conf / name).write_text(text)
+    (tmp_path / "train.py").write_text(TIER1_SCRIPT)
+    args = [sys.executable, "train.py", "-m", "seed=0,1", "model.width=2,3", f"tracking.uri=sqlite:///{tmp_path}/m.db"]
+    out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0 and "Sweep done: 4 finished (0 of them reused" in text, text[-3000:]
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "Sweep done: 4 finished (4 of them reused" in again.stdout + again.stderr
+    runs = mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db").search_runs(["1"], "params.seed != ''")
+    assert len(runs) == 4 and {r.data.params["model.width"] for r in runs} == {"2", "3"}
