@@ -242,10 +242,12 @@ def run_app(fn, cfg, hydra_cfg, script: Path | None, tags: dict | None = None) -
 _JOB_TAGS: dict[str, str] = {}  # the running job's design tags, set by TrackedTask for a task that tracks itself
 
 
-def job_tags(cfg) -> dict[str, str] | None:
+def job_tags(cfg) -> dict[str, str]:
     """A job's design tags: its config's `design` node when it has one, else what the
     ablation sweeper said (TrackedTask)."""
-    return None if isinstance(cfg.get("design"), DictConfig) and cfg.design.get("name") else dict(_JOB_TAGS)
+    if isinstance(cfg.get("design"), DictConfig) and cfg.design.get("name"):
+        return tracking.design_tags(cfg)
+    return dict(_JOB_TAGS)
 
 
 class TrackedTask:

@@ -204,7 +204,7 @@ def check(design: Design, fingerprint_of, common: list[str] = ()) -> None:
         except DesignError:
             raise
         except Exception as exc:
-            raise DesignError(f"arm {arm.name!r} ({' '.join(overrides)}) does not compose: "
+            raise DesignError(f"arm {arm.name!r} ({' '.join(arm.overrides)}) does not compose: "
                               f"{' '.join(str(exc).split())}") from None
     if design.kind == "greedy_path":  # the order decides nothing only if no two factors share a key
         owner: dict[str, str] = {}

@@ -34,7 +34,7 @@ def child_runs(db: Path):
 
 
 def check_tier0_sweep(tmp_path: Path, python: str = sys.executable) -> None:
-    args = ["-m", "hparams_search=ablate_loo", "seed=0,1", "trainer.max_epochs=2"]
+    args = ["-m", "hparams_search=ablate_loo", "seed=0,1", "trainer.max_epochs=1"]
     out = app("train.py", args, tmp_path, python)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     df = child_runs(tmp_path / "mlflow.db")

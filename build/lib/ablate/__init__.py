@@ -2,9 +2,10 @@
 
 The package reads as the story of a job, then of a study:
 
-    errors      the one-line mistakes a user can make (ConfigError, DataError)
+    errors      the one-line mistakes a user can make (ConfigError, DataError), the hints
     schema      the types of ablate's own config keys (Hydra structured configs); unknown keys refused
     config      compose a job from conf/ (and --config-dir), check it, flatten it, fingerprint it
+    identity    a user's config as its identity: every key, run-local values (output folders) out
     data        images, feature vectors or token ids: read, checked, held as tensors or streamed
     metrics     torchmetrics with a name, a direction and bounds; the objective
     task        classification, regression, sequence: a loss and metrics from config
@@ -12,26 +13,43 @@ The package reads as the story of a job, then of a study:
     kernels     CPU training kernels (the dropout mask, the fused conv block)
     model       a block list built into a CNN, or any nn.Module from `_target_`
     engine      the one training loop: batches -> task loss -> step; task metrics each epoch
-    checkpoint  per-epoch state, written atomically
+    checkpoint  per-epoch state, written atomically (the one writer)
     tracking    the MLflow store: checks, run names, owners, outages
-    run         one run's life: claim or resume, log through an outage, close FINISHED/KILLED/FAILED
-    job         one job from config to MLflow: check -> claim -> build -> fit -> close
-    study       your own training loop, `train(cfg, run) -> dict`, tracked like the engine's jobs
+    source      the code a result depends on: ablate's, the files of yours that run, libraries
+    run         one run's life, whoever trains: claim or resume, log through an outage, close
+                FINISHED/KILLED/FAILED (run.execute: the one lifecycle every job goes through)
+    job         ablate's engine as the body of a run: check -> claim -> build -> fit -> close
+    app         a user's own Hydra app as jobs: unchanged (Tier 0, tracked from outside) or
+    study         under `@ablate.main` with a run handle (Tier 1: log, checkpoint, resume)
+    entry       the one Hydra entry wrapper of `python -m ablate` and `ablate.main`
+    preflight   every job of a sweep composed as the launcher will, checked before any starts
     callbacks   sweep-level work in Hydra's callback: pre-flight, parent run, summary, links
     stats       the one decision rule (Bonferroni over comparisons x looks), intervals, tests,
                 equivalence, the detectable difference, Shapley values
-    designs     ablation designs (baseline + factors) as jobs; the sweeper plugin beside
-                the callbacks (hydra_plugins/ablate_sweeper) runs them
+    designs     ablation designs (baseline + factors) as jobs
     adaptive    studies in rounds: seeds until decisive or settled, a greedy path
+    sweep       what the ablation sweeper (hydra_plugins/ablate_sweeper, a thin plugin) does
     effects     a design's effects from its runs, judged by the rule; a factorial's Shapley values
     report      runs -> tables -> Markdown, HTML, CSV;  plots: the figures;  latex: paper tables
     ui          MLflow UI links that open on a sweep's runs
 """
-from ablate.config import compose
-from ablate.errors import ConfigError, DataError
-from ablate.job import Result, train
-from ablate.model import build_model, param_count
-from ablate.study import Run, main
+import importlib
 
-__all__ = ["ConfigError", "DataError", "Result", "Run", "build_model", "compose", "main", "param_count", "train"]
+# The public names, loaded on first use: `import ablate` (and Hydra's plugin scan, which
+# imports the sweeper and ablate.schema for every app) stays light; torch and MLflow
+# load only when a job needs them.
+_PUBLIC = {"compose": "ablate.config", "ConfigError": "ablate.errors", "DataError": "ablate.errors",
+           "Result": "ablate.run", "train": "ablate.job", "build_model": "ablate.model",
+           "param_count": "ablate.model", "Run": "ablate.study", "main": "ablate.study"}
+__all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'ablate' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

@@ -59,7 +59,7 @@ def settings(cfg, hydra_cfg) -> DictConfig:
         return node
     sweeper = _sweeper(hydra_cfg)
     for key in ("tracking", "report"):
-        if sweeper.get(key):
+        if isinstance(sweeper.get(key), DictConfig):
             try:
                 node[key] = OmegaConf.merge(node[key], sweeper[key])
             except OmegaConfBaseException as exc:

@@ -108,6 +108,7 @@ class AblateCallback(Callback):
         self.sweep_id: str | None = None
         self.foreign = False  # another sweeper (Optuna, ...): its jobs are not known ahead
         self.sweep_dir: Path | None = None
+        self.job_errors: list[str] = []  # failed jobs' errors, as the sweeper saw them
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         errors.report_hydras_errors()  # composed: the sweep's jobs report their crashes Hydra's way
@@ -154,7 +155,7 @@ class AblateCallback(Callback):
         self.parent_id = parent.info.run_id
         self.design_file = None
         if sweep.design is not None:  # the design and each job's arm; an adaptive sweeper adds rounds to it
-            spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints, self.objective, sesoi)
+            spec = designs.to_json(sweep.design, sweep.arms, self.fingerprints, self.objective, sesoi, swept)
             self.client.log_text(self.parent_id, spec, tracking.DESIGN_FILE)
             self.design_file = self.sweep_dir / tracking.DESIGN_FILE
             self.design_file.parent.mkdir(parents=True, exist_ok=True)
@@ -217,8 +218,11 @@ class AblateCallback(Callback):
             log.error(f"  {r.info.status}: {r.info.run_name} ({r.info.run_id}): "
                       f"{r.data.tags.get(tracking.ERROR, '')}")
         if missing:
-            log.error(f"  {len(missing)} job(s) failed before their MLflow run existed: see each job's log under "
-                      f"{self.sweep_dir}/")
+            logged = [e for e in self.job_errors if not any(r.info.run_name in e for r in failed)]
+            log.error(f"  {len(missing)} job(s) failed before their MLflow run existed"
+                      + (":" if logged else f": see each job's log under {self.sweep_dir}/"))
+            for e in logged[:len(missing)]:
+                log.error(f"    {e}")
         reused = sum(r.data.tags.get("mlflow.parentRunId") != parent_id for r in done)
         log.info(f"Sweep done: {len(done)} finished ({reused} of them reused from earlier runs), {len(failed)} "
                  f"failed, {len(missing)} never reached MLflow"

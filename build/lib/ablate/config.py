@@ -18,9 +18,10 @@ __all__ = ["ConfigError", "compose", "fingerprint", "flatten", "name_options", "
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-# Keys that say where or how a job runs, not what it computes: they stay out of
-# the fingerprint, so moving the store or the device never forks a run.
-NON_RESULT_KEYS = ("tracking", "report", "force", "progress", "device", "design",
+# Keys that say where or how a job runs, or how it is judged, not what it computes: they
+# stay out of the fingerprint, so moving the store or the device, or judging a run on
+# another metric, never forks a run.
+NON_RESULT_KEYS = ("tracking", "report", "force", "progress", "device", "design", "objective",
                    "train.eval_batch_size", "train.threads", "train.channels_last",
                    "data.root", "data.download", "data.memory_limit_mb", "data.num_workers")
 

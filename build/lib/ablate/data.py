@@ -27,7 +27,7 @@ from pydoc import locate
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from hydra.utils import instantiate, to_absolute_path
 from omegaconf import ListConfig, OmegaConf, open_dict
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -36,16 +36,11 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms.v2.functional import to_image
 from tqdm.auto import tqdm
 
-from ablate.errors import ConfigError, DataError
-from ablate.model import instantiate_error, one_line
+from ablate.errors import ConfigError, DataError, instantiate_error, one_line
+from ablate.schema import DATA_KEYS
 
 log = logging.getLogger(__name__)
 
-# ablate's own keys in the data node (config.yaml gives their defaults); every other
-# key is an argument of the `_target_` class.
-RESERVED = ("name", "root", "download", "archives", "train_subset", "mean", "std", "channels", "height",
-            "width", "num_classes", "memory_limit_mb", "num_workers", "standardize", "features", "seq_len",
-            "vocab_size", "targets", "train", "test")
 # Filled in from the data set when the config leaves them null (those that apply to it).
 DERIVED = ("channels", "height", "width", "num_classes", "mean", "std", "features", "seq_len", "vocab_size",
            "targets")
@@ -248,7 +243,7 @@ def _build(d, train: bool) -> tuple[Dataset, str]:
                               f"{instantiate_error(exc)}. Fix data.{split}._target_ or its arguments.") from None
         target, source = node["_target_"], f"data.{split} ({node['_target_']})"
     else:
-        node = {k: v for k, v in OmegaConf.to_container(d, resolve=True).items() if k not in RESERVED}
+        node = {k: v for k, v in OmegaConf.to_container(d, resolve=True).items() if k not in DATA_KEYS}
         target = node.get("_target_")
         if not target:
             raise ConfigError(f"data={d.name}: no _target_. Name a torchvision-style data set class in the "
@@ -280,8 +275,7 @@ def _build(d, train: bool) -> tuple[Dataset, str]:
 def _root(root: str) -> Path:
     """data.root, a relative one from the folder the command ran in: the same path in the
     sweep's pre-flight and in every job, also with hydra.job.chdir=true."""
-    from ablate.tracking import launch_dir
-    return (launch_dir() / Path(root).expanduser()).resolve()
+    return Path(to_absolute_path(str(Path(root).expanduser()))).resolve()
 
 
 @lru_cache(maxsize=4)

@@ -228,13 +228,14 @@ def check(design: Design, fingerprint_of, common: list[str] = ()) -> None:
 
 
 def to_json(design: Design, job_arms: list[Arm], fingerprints: list[str], objective=None,
-            sesoi: float | None = None) -> str:
+            sesoi: float | None = None, swept: list[str] | None = None) -> str:
     """The design, which arm each job's fingerprint belongs to, the objective
     (ablate.metrics.Objective) its jobs are scored by and the smallest effect of
     interest, for the parent run: the report rebuilds the study from this and the runs,
     whichever sweep trained them."""
     arm_of = {fp: arm.name for arm, fp in zip(job_arms, fingerprints, strict=True)}
-    spec = {**design.spec(), "arms": [a.name for a in arms(design)], "fingerprints": arm_of, "sesoi": sesoi}
+    spec = {**design.spec(), "arms": [a.name for a in arms(design)], "fingerprints": arm_of, "sesoi": sesoi,
+            "swept": swept}
     if objective is not None:
         spec["objective"] = asdict(objective)
     return json.dumps(spec)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,7 +123,28 @@ def _arm_of(runs: pd.DataFrame, spec: dict) -> pd.Series:
     return runs[f"tags.{tracking.FINGERPRINT}"].map(spec["fingerprints"])
 
 
-def _strata(runs: pd.DataFrame) -> list[str]:
+def _override_value(text, key: str):
+    """`key`'s value in a run's recorded overrides ("data=wine seed=0"), as given."""
+    for o in re.findall(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""", str(text or "")):
+        k, _, v = o.partition("=")
+        if k.lstrip("+~") == key:
+            return v.strip("'\"")
+    return None
+
+
+def _strata(runs: pd.DataFrame, swept: list[str] | None = None) -> list[str]:
+    """The params besides the seed that vary within arms: the keys the sweep's command
+    line crossed with the design (`swept`), named as the user swept them (`data=wine`,
+    read from each run's overrides), or, for a design.json that does not record them,
+    every setting that varies."""
+    if swept is not None:
+        col = f"tags.{tracking.OVERRIDES}"
+        keys = [k for k in swept if k != "design.arm" and not is_seed(k)]
+        if col not in runs:
+            return []
+        for k in keys:
+            runs[f"params.{k}"] = runs[col].map(lambda text, k=k: _override_value(text, k))
+        return [f"params.{k}" for k in keys if runs.groupby("arm")[f"params.{k}"].nunique(dropna=False).max() > 1]
     keys = [c for c in runs.columns if c.startswith("params.") and is_setting(c[len("params."):])]
     return [k for k in keys if runs.groupby("arm")[k].nunique(dropna=False).max() > 1]
 
@@ -304,7 +326,7 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
     runs = runs[~blank]
     # a config run twice (force=true, or a FAILED record and its retry): keep the newest
     runs = runs.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
-    strata = _strata(runs)
+    strata = _strata(runs, spec.get("swept"))
     notes += source.mixed(runs[runs["status"] == "FINISHED"])
     if adaptive and rounds is None and not decided:
         notes.append(f"the adaptive study is unfinished (stopped or still running): the effects use the seeds run so "

@@ -5,6 +5,24 @@ They are raised before any training starts and before any MLflow run exists;
 import os
 import re
 
+# Where a key people reach for lives in ablate, for the messages that refuse it.
+HINTS = {"label_smoothing": "task.loss.label_smoothing", "loss": "task.loss (a `_target_` node)",
+         "metric": "task.metrics, and objective.metric for the one that decides",
+         "metrics": "task.metrics", "criterion": "task.loss", "direction": "objective.goal",
+         "goal": "objective.goal", "weight_decay": "optimizer.weight_decay", "momentum": "optimizer.momentum",
+         "dropout": "model.dropout", "num_classes": "data.num_classes"}
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message squeezed into one line (Hydra's span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def instantiate_error(exc: BaseException) -> str:
+    """What went wrong inside hydra.utils.instantiate: the import error or the
+    callable's own exception, not Hydra's wrapper around it."""
+    return one_line(exc.__cause__ or exc)
+
 
 class AblateError(Exception):
     """Bad input: the message is the whole story, shown as one line."""
@@ -43,7 +61,6 @@ def from_hydra(exc: Exception) -> str:
         add = re.search(r"use (\+\S+)", text)
         if add and not key[1].startswith(("model.", "data.", "task.loss.", "task.metrics.")):
             add = None  # ablate's own keys are closed: a `+` would add a key that nothing reads
-        from ablate.schema import HINTS
         leaf = key[1].rsplit(".", 1)[-1]
         hint = f" {leaf} is set at {HINTS[leaf]}." if leaf in HINTS and not key[1].startswith(HINTS[leaf]) else ""
         return (f"{key[1]}: no such key in the config.{hint} Check its spelling (`--cfg job` after your command "

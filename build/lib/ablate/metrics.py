@@ -30,7 +30,7 @@ import torch
 import torchmetrics
 from torchmetrics.text import Perplexity
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, instantiate_error
 
 GOALS = ("max", "min")
 SELECTS = ("final", "best")
@@ -128,7 +128,6 @@ def build(name: str, node: Mapping | None, kind: str, classes: int | None, outpu
     Raises ConfigError, naming the key, for anything it cannot build."""
     from hydra.utils import instantiate
 
-    from ablate.model import instantiate_error
     node = dict(node or {})
     own = {k: node.pop(k) for k in ("goal", "bounds", "scale", "label", "train", "unit") if k in node}
     where = f"task.metrics.{name}"
@@ -303,16 +302,10 @@ class Objective:
         return cls.from_tags({k[len("tags."):]: (v if v != "" else None) for k, v in row.items()})
 
 
-def objective(cfg, metrics: Mapping[str, Metric] | None = None) -> Objective:
-    """The config's objective, checked against the task's metrics (built when not given).
+def objective(cfg, metrics: Mapping[str, Metric]) -> Objective:
+    """The config's objective, checked against the task's metrics (task.metric_specs).
     Raises ConfigError naming the key."""
     o = cfg.objective
-    if "task" not in cfg:  # a user's own loop declares its metric whole (ablate.study)
-        from ablate.study import declared_objective
-        return declared_objective(cfg)
-    if metrics is None:
-        from ablate.task import metric_specs
-        metrics = metric_specs(cfg)
     if o.metric not in metrics:
         raise ConfigError(f"objective.metric={o.metric!r} is not one of task={cfg.task.name}'s metrics "
                           f"({', '.join(metrics)}). Fix it with `objective.metric=<name>`, or add the metric "

@@ -7,22 +7,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, instantiate_error, one_line
 from ablate.kernels import ConvBlock, Dropout
 
 # ablate's own keys in a `_target_` model node; every other key is an argument.
-RESERVED = ("name",)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message squeezed into one line (Hydra's span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def instantiate_error(exc: BaseException) -> str:
-    """What went wrong inside hydra.utils.instantiate: the import error or the
-    callable's own exception, not Hydra's wrapper around it."""
-    return one_line(exc.__cause__ or exc)
+MODEL_KEYS = ("name",)  # ablate's own key in a `_target_` model option; the rest are the callable's
 
 
 def shape_of(cfg) -> tuple[int, int, int, int]:
@@ -109,7 +98,7 @@ def build_target(cfg) -> nn.Module:
     """The `_target_` class or factory, called with the node's other keys (resolved, so
     `${norm.name}` or `${data.num_classes}` among them work), as plain containers."""
     m = cfg.model
-    node = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items() if k not in RESERVED}
+    node = {k: v for k, v in OmegaConf.to_container(m, resolve=True).items() if k not in MODEL_KEYS}
     node.setdefault("_convert_", "all")
     try:
         module = instantiate(node)
@@ -145,6 +134,8 @@ def check_model(cfg) -> int:
         raise ConfigError(f"{where}: the model rejects {words.split(' in,')[0]}: {one_line(exc)}. Fix the "
                           f"model's arguments (input size, channels) or pick data it takes.") from None
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if cfg.task.kind == "regression" and tuple(want) == (2, 1) and got == (2,):
+        got = (2, 1)  # one value per sample, `nn.Linear(h, 1)` then `.squeeze(-1)`: matched to the target (Task.flat)
     if got != tuple(want):
         raise ConfigError(f"{where}: the model gives {got}; it must give {words.split(' in, ')[1]}. Fix its "
                           f"output size, e.g. `num_classes: ${{data.num_classes}}`, `outputs: ${{data.targets}}` "

@@ -68,12 +68,12 @@ class Checker:
         self._n = 0
 
     def __call__(self, overrides: list[str]) -> tuple[str, Objective]:
-        from ablate import job, metrics
+        from ablate import job, metrics, task
         self._n += 1
         with as_job(self.master, overrides, self._n - 1) as (cfg, hydra_cfg):
             if self.mode == ENGINE:
                 config.name_options(cfg, hydra_cfg.runtime.choices)
-                return job.check(cfg), metrics.objective(cfg)
+                return job.check(cfg), metrics.objective(cfg, task.metric_specs(cfg))
             try:
                 checked = app.check(cfg, hydra_cfg)
                 if self.seeds_needed and not isinstance(cfg.get("seed"), int):

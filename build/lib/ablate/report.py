@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -760,10 +760,14 @@ def design_of(client: MlflowClient, parent_id: str) -> dict | None:
         return json.loads(Path(client.download_artifacts(parent_id, tracking.DESIGN_FILE, tmp)).read_text())
 
 
-def design_runs(client: MlflowClient, experiment_id: str, spec: dict) -> pd.DataFrame:
-    """Every run of the design's configs, whatever its status and whichever sweep ran it."""
+def design_runs(client: MlflowClient, experiment_id: str, spec: dict, where: str = "") -> pd.DataFrame:
+    """Every run of the design's configs, whatever its status and whichever sweep ran it;
+    `where`: an MLflow filter string that narrows them (--filter)."""
     mlflow.set_tracking_uri(client.tracking_uri)
-    df = mlflow.search_runs([experiment_id], max_results=50_000)
+    try:
+        df = mlflow.search_runs([experiment_id], filter_string=where, max_results=50_000)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ReportError(f"--filter {where!r}: {' '.join(str(exc).split())[:200]}") from None
     col = f"tags.{tracking.FINGERPRINT}"
     if df.empty or col not in df:
         raise ReportError("No runs of this design in the store yet.")
@@ -787,10 +791,16 @@ def with_test_samples(runs: pd.DataFrame, n: int | None) -> pd.DataFrame:
 
 
 def report_design(client: MlflowClient, parent, out: Path, title: str, spec: dict | None = None,
-                  sesoi: float | None = None, test_samples: int | None = None) -> tuple[effects.DesignReport, dict]:
+                  sesoi: float | None = None, test_samples: int | None = None, where: str = "",
+                  judge: tuple[str | None, str | None, str | None] = (None, None, None),
+                  ) -> tuple[effects.DesignReport, dict]:
+    """`judge`: (--metric, --goal, --select) to judge the runs on another logged metric."""
     spec = spec or design_of(client, parent.info.run_id)
-    runs = with_test_samples(design_runs(client, parent.info.experiment_id, spec), test_samples)
-    rep = effects.analyse(runs, spec, sesoi=sesoi)
+    runs = with_test_samples(design_runs(client, parent.info.experiment_id, spec, where), test_samples)
+    if spec.get("swept") is None:  # a design.json from before it recorded the swept keys
+        spec = {**spec, "swept": tracking.swept_keys(parent)}
+    base = effects.objective_of(spec, runs)
+    rep = effects.analyse(runs, spec, objective=rejudged(base, runs, *judge), sesoi=sesoi)
     return rep, write_design(rep, runs, out, title)
 
 
@@ -821,6 +831,30 @@ def for_sweep(client: MlflowClient, parent_id: str, cfg, fingerprints: list[str]
     return paths["md"]
 
 
+def rejudged(base: Objective, runs: pd.DataFrame, metric: str | None, goal: str | None,
+             select: str | None) -> Objective:
+    """The runs' objective, or another metric they logged (--metric, --goal, --select):
+    judging on it retrains nothing and changes no run's identity. A metric other than
+    the objective's needs its direction: ablate never guesses one."""
+    if metric is None and goal is None and select is None:
+        return base
+    metric = metric or base.metric
+    if metric == base.metric:
+        if goal is not None and goal != base.goal:
+            raise ReportError(f"--goal {goal}: the runs' objective {metric} is better when "
+                              f"{'higher' if base.goal == 'max' else 'lower'}; drop --goal.")
+        o = replace(base, select=select or base.select)
+    else:
+        if goal is None:
+            raise ReportError(f"--metric {metric} needs --goal max or min: a metric always carries its direction.")
+        o = replace(base, metric=metric, goal=goal, select=select or base.select, bounds=(None, None), label=metric,
+                    unit="")
+    if f"metrics.{o.column}" not in runs:
+        logged = sorted(c[len("metrics."):] for c in runs.columns if c.startswith("metrics.final_"))
+        raise ReportError(f"--metric {metric}: no run logged {o.column} (they logged {', '.join(logged) or 'none'}).")
+    return o
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ablate.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracking-uri", default=None, help="default: sqlite:///./mlflow.db")
@@ -836,8 +870,14 @@ def main(argv: list[str] | None = None) -> int:
                          "lies inside ±sesoi are called equivalent (default: the study's report.sesoi)")
     ap.add_argument("--test-samples", default=None, type=int,
                     help="the test set's size, for runs that did not log test_samples (the binomial floor)")
+    ap.add_argument("--metric", default=None,
+                    help="judge the runs on another metric they logged (e.g. r2 beside the objective rmse); "
+                         "nothing is retrained")
+    ap.add_argument("--goal", default=None, choices=["max", "min"], help="the direction of --metric (required)")
+    ap.add_argument("--select", default=None, choices=["final", "best"], help="the epoch of --metric's value")
     ap.add_argument("--out", default="reports/latest", type=Path)
     args = ap.parse_args(argv)
+    judge = (args.metric, args.goal, args.select)
     try:
         stats.check_sesoi(args.sesoi, "--sesoi")
     except AblateError as exc:
@@ -862,13 +902,13 @@ def main(argv: list[str] | None = None) -> int:
             if parent is not None and tracking.DESIGN in parent.data.tags:
                 rep, paths = report_design(client, parent, args.out,
                                            f"{title}, design {parent.data.tags[tracking.DESIGN]}", None, args.sesoi,
-                                           args.test_samples)
+                                           args.test_samples, args.filter, judge)
                 _say([objective_line(rep.objective), rule_line(rep.rule, rep.sesoi, rep.objective), effects_table(rep),
                       verdict(rep)], rep.notes, paths)
                 return 0
         runs, notes = load_runs(uri, args.experiment, args.sweep_id, args.filter)
         rep = build(with_test_samples(runs, args.test_samples), notes, order=args.order, baseline=args.baseline,
-                    sesoi=args.sesoi)
+                    objective=rejudged(Objective.from_runs(runs), runs, *judge), sesoi=args.sesoi)
     except (ReportError, AblateError) as exc:  # a missing store; runs scored by different objectives
         print(f"ablate.report: {exc}", file=sys.stderr)
         return 2

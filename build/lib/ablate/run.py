@@ -241,7 +241,10 @@ class TrackedRun:
         if commit := tracking.git_commit():
             tags["mlflow.source.git.commit"] = commit
         # the user, source and the like that mlflow.start_run would add
-        run = self.client.create_run(self.exp_id, run_name=tracking.run_name(overrides), tags=resolve_tags(tags))
+        name = tracking.run_name(overrides)
+        if tracking.ARM in self.design and not name.startswith("arm="):  # an app's job: its arm is a tag
+            name = f"arm={self.design[tracking.ARM]}," + (name if name != "defaults" else "")
+        run = self.client.create_run(self.exp_id, run_name=name.rstrip(","), tags=resolve_tags(tags))
         rival = tracking.first_claim(self.client, self.exp_id, self.fp, run, self.cfg.tracking.heartbeat_s)
         if rival is not None:
             self.client.delete_run(run.info.run_id)  # two jobs started this config together: the first one trains

@@ -20,7 +20,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.errors import ConfigError
+from ablate.errors import HINTS, ConfigError
 
 
 @dataclass
@@ -120,12 +120,11 @@ AUGMENT_KEYS = {"crop": {"padding", "fill"}, "flip": {"p"}, "rotate": {"degrees"
 BLOCK_MODEL_KEYS = {"name", "dropout", "norms", "blocks", "head"}
 HEAD_KEYS = {"type", "kernel"}
 BLOCK_KEYS = {"conv", "kernel", "padding"}
-# Where a key people reach for lives in ablate, for the message that refuses it.
-HINTS = {"label_smoothing": "task.loss.label_smoothing", "loss": "task.loss (a `_target_` node)",
-         "metric": "task.metrics, and objective.metric for the one that decides",
-         "metrics": "task.metrics", "criterion": "task.loss", "direction": "objective.goal",
-         "goal": "objective.goal", "weight_decay": "optimizer.weight_decay", "momentum": "optimizer.momentum",
-         "dropout": "model.dropout", "num_classes": "data.num_classes"}
+# ablate's own keys in the data node (config.yaml gives their defaults); every other
+# key is an argument of the `_target_` class.
+DATA_KEYS = ("name", "root", "download", "archives", "train_subset", "mean", "std", "channels", "height",
+             "width", "num_classes", "memory_limit_mb", "num_workers", "standardize", "features", "seq_len",
+             "vocab_size", "targets", "train", "test")
 
 
 def _refuse(key: str, allowed, what: str) -> ConfigError:
@@ -195,9 +194,39 @@ def check_keys(cfg: DictConfig) -> None:
         _block_model(model)
     data = cfg.get("data")
     if isinstance(data, DictConfig) and (data.get("train") is not None or data.get("test") is not None):
-        from ablate.data import RESERVED
-        extra = [k for k in data if k not in RESERVED and k != "_target_"]
+        extra = [k for k in data if k not in DATA_KEYS and k != "_target_"]
         if extra:  # with split nodes, the option's own keys go to no callable
-            raise _refuse(f"data.{extra[0]}", RESERVED, f"data={data.get('name')}, whose splits are built by "
+            raise _refuse(f"data.{extra[0]}", DATA_KEYS, f"data={data.get('name')}, whose splits are built by "
                           f"data.train and data.test (put a split's arguments in its node)")
 
+
+# ----------------------------------------------------------------------------- a user's app
+
+@dataclass
+class DeclaredObjective:
+    """What a user's app is judged by (ablate.app.objective)."""
+    metric: str | None = None       # a metric your function logs per epoch and/or returns
+    goal: str | None = None         # max | min: required, a metric always carries its direction
+    select: str | None = None       # final (default): the returned (last) value; best: the best logged epoch's
+    bounds: list[Any] | None = None  # [low, high] of the metric's values, null for no end (accuracy %: [0, 100])
+    label: str | None = None        # how reports name it; null = the metric's name
+    unit: str | None = None
+
+
+def _study_node() -> DictConfig:
+    """ablate's nodes for a user's app (`ablate_study` in its defaults), typed; the root
+    stays open for the user's keys."""
+    return OmegaConf.create({
+        "seed": 0, "force": False, "progress": True,
+        "tracking": OmegaConf.structured(Tracking), "report": OmegaConf.structured(Report),
+        "design": OmegaConf.structured(Design), "objective": OmegaConf.structured(DeclaredObjective),
+        "hydra": {"callbacks": {"ablate": {"_target_": "ablate.callbacks.AblateCallback"}},
+                  # microseconds: two runs or sweeps started in one second get two folders
+                  "run": {"dir": "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"},
+                  "sweep": {"dir": "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"}},
+    })
+
+
+# Registered here, which the ablation sweeper imports: an app that names `ablate_study`
+# in its defaults finds it whether or not its code imports ablate.
+ConfigStore.instance().store(name="ablate_study", node=_study_node())

@@ -37,43 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
 
 from ablate import app, checkpoint, engine, entry
 from ablate.metrics import Objective
 from ablate.model import param_count
 from ablate.run import Body, TrackedRun, execute, stops_held
-from ablate.schema import Design, Report, Tracking
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class DeclaredObjective:
-    metric: str | None = None       # a metric your function logs per epoch and/or returns
-    goal: str | None = None         # max | min: required, a metric always carries its direction
-    select: str = "final"           # final: the returned (last) value; best: the best logged epoch's
-    bounds: list[Any] | None = None  # [low, high] of the metric's values, null for no end (accuracy %: [0, 100])
-    label: str | None = None        # how reports name it; null = the metric's name
-    unit: str = ""
-
-
-def _study_node() -> DictConfig:
-    """ablate's nodes for a user's app, typed; the root stays open for the user's keys."""
-    node = OmegaConf.create({
-        "seed": 0, "force": False, "progress": True,
-        "tracking": OmegaConf.structured(Tracking), "report": OmegaConf.structured(Report),
-        "design": OmegaConf.structured(Design), "objective": OmegaConf.structured(DeclaredObjective),
-        "hydra": {"callbacks": {"ablate": {"_target_": "ablate.callbacks.AblateCallback"}},
-                  # microseconds: two runs or sweeps started in one second get two folders
-                  "run": {"dir": "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"},
-                  "sweep": {"dir": "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"}},
-    })
-    return node
-
-
-ConfigStore.instance().store(name="ablate_study", node=_study_node())
 
 
 def declared_objective(cfg) -> Objective:

@@ -77,9 +77,19 @@ def _sweep(sweeper, session, arguments: list[str]) -> list:
             log.info(f"Skipping {len(plan.jobs) - len(jobs)} of {len(plan.jobs)} jobs: their configs already have a "
                      f"FINISHED run (force=true reruns them)")
     results = sweeper.launch(jobs) if jobs else []
-    for r in results:  # as Hydra's basic sweeper: every job ran; now raise the first failure
-        _ = r.return_value
+    said(results, session)
     return [results]
+
+
+def said(results, session) -> None:
+    """Failed jobs are not raised (that would print Hydra's traceback for what is often a
+    mistake in the app's config): each one's error, in one line, goes to the sweep's
+    summary, which counts it, and the sweep exits 1."""
+    for r in results:
+        if r.status.name == "FAILED":
+            exc = r._return_value
+            session.job_errors.append(f"[{' '.join(r.overrides)}] {type(exc).__name__}: "
+                                      f"{' '.join(str(exc).split())[:300]}")
 
 
 def in_rounds(sweeper, session, plan, sweep_dir: Path, task) -> list:
@@ -105,7 +115,7 @@ def in_rounds(sweeper, session, plan, sweep_dir: Path, task) -> list:
 
     def save(record: dict) -> None:
         spec = {**design.spec(), "arms": sorted(set(runner.arm_of.values())), "fingerprints": runner.arm_of,
-                "objective": asdict(objective), "sesoi": sesoi, **record}
+                "objective": asdict(objective), "sesoi": sesoi, "swept": plan.swept, **record}
         text = json.dumps(spec)
         (sweep_dir / tracking.DESIGN_FILE).write_text(text)
         if parent:
@@ -148,6 +158,5 @@ def in_rounds(sweeper, session, plan, sweep_dir: Path, task) -> list:
         save({"adaptive": {"policy": asdict(policy), **study.record()}})
         for d in study.decisions:
             log.info(f"  {d.comparison}: {d.reason}")
-    for r in runner.failures:
-        _ = r.return_value  # the sweep ends as failed, after every round ran
+    said(runner.failures, session)  # the sweep ends as failed, after every round ran
     return []

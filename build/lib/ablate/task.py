@@ -21,7 +21,7 @@ from omegaconf import OmegaConf, open_dict
 from torchmetrics.text import Perplexity
 
 from ablate import metrics as M
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, instantiate_error, one_line
 
 KINDS = ("classification", "regression", "sequence")
 
@@ -69,9 +69,16 @@ class Task:
 
     def flat(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A sequence's [N, T, V] logits and [N, T] targets as [N*T, V] and [N*T]: what
-        losses and class metrics take. Other tasks pass through."""
+        losses and class metrics take. A regression of one target takes [N] or [N, 1]
+        outputs for [N] or [N, 1] targets, each matched to the other's shape (a loss would
+        broadcast [N] against [N, 1] to [N, N]). Other tasks pass through."""
         if self.kind == "sequence":
             return out.flatten(0, 1), y.flatten()
+        if self.kind == "regression" and out.shape != y.shape:  # one target: [B] and [B, 1] matched, never broadcast
+            if out.ndim == y.ndim - 1 and y.shape[-1] == 1:
+                return out.unsqueeze(-1), y
+            if y.ndim == out.ndim - 1 and out.shape[-1] == 1:
+                return out, y.unsqueeze(-1)
         return out, y
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -103,7 +110,6 @@ class Task:
 
 def build_loss(cfg) -> Callable:
     """The loss callable from `task.loss` (`_target_` and its arguments)."""
-    from ablate.model import instantiate_error
     node = OmegaConf.to_container(cfg.task.loss, resolve=True)
     if not isinstance(node, dict) or "_target_" not in node:
         raise ConfigError(f"task.loss of task={cfg.task.name} has no _target_. Name a loss, e.g. "
@@ -134,7 +140,6 @@ def probe(the_task: Task, cfg) -> None:
     """A blank batch of the task's outputs and targets through the loss and every metric,
     before any run: a loss or a torchmetrics class that does not fit the task (a
     regression metric on class logits) is one line naming it, not a crash in epoch 1."""
-    from ablate.model import one_line
     from ablate.model import probe as model_probe
     _, want, _ = model_probe(cfg)
     gen = torch.Generator().manual_seed(0)  # its own stream: the runs' seeded ones stay untouched

@@ -11,7 +11,7 @@ job is still one MLflow run.
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module without
 # registering it in sys.modules, where dataclasses cannot resolve string annotations.
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -19,6 +19,8 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+from ablate.schema import DeclaredObjective, Report, Tracking  # light: no torch, no MLflow
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,10 @@ class AblationSweeperConf:
     # For an app without ablate's nodes (its config has no `ablate_study`): what its task
     # function returns, {metric, goal: max|min, bounds, label, unit}; else the app's own
     # `optimized_metric` with `direction` (maximize | minimize, as Optuna's sweeper says it)
-    objective: Any = None
+    objective: DeclaredObjective = field(default_factory=DeclaredObjective)
     direction: Any = None
-    tracking: Any = None                 # ablate's tracking keys (uri, experiment, ...): the defaults otherwise
-    report: Any = None                   # ablate's report keys (sesoi, out, auto)
+    tracking: Tracking = field(default_factory=Tracking)  # where runs go (uri, experiment, ...)
+    report: Report = field(default_factory=Report)        # the report's keys (sesoi, out, auto)
     force: bool | None = None            # true: rerun configs that already have a FINISHED run
 
 
