@@ -28,7 +28,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     def walk(node: str, path: list[str]) -> None:
         for nxt in sorted(graph[node]):
             if nxt in path:
-                out.append(path[path.index(nxt):] + [nxt])
+                out.append([*path[path.index(nxt):], nxt])
             elif nxt not in done:
                 walk(nxt, [*path, nxt])
         done.add(node)
