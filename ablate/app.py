@@ -52,8 +52,8 @@ def has_ablate_nodes(cfg) -> bool:
 def settings(cfg, hydra_cfg) -> DictConfig:
     """ablate's settings for a user's job (`tracking`, `report`, `force`): its own nodes
     when it has them, else their defaults with the ablation sweeper's on top."""
-    node = OmegaConf.create({"tracking": OmegaConf.structured(schema.Tracking),
-                             "report": OmegaConf.structured(schema.Report), "force": False})
+    node = OmegaConf.create({"tracking": OmegaConf.structured(schema.TrackingConf),
+                             "report": OmegaConf.structured(schema.ReportConf), "force": False})
     if has_ablate_nodes(cfg):
         node.tracking, node.report, node.force = cfg.tracking, cfg.get("report") or node.report, bool(cfg.force)
         return node

@@ -63,9 +63,6 @@ class DesignReport:
     sesoi: float | None = None          # the smallest effect of interest, in the objective's units
     shapley: pd.DataFrame | None = None  # factorial: each factor's Shapley value beside the other answers
 
-    def clear(self, metric: str | None = None) -> pd.DataFrame:
-        return self.effects[self.effects[f"{metric or self.objective.column}_clear"]]
-
 
 def seed_columns(runs: pd.DataFrame) -> list[str]:
     """`params.seed` and the per-source seeds that any run sets."""

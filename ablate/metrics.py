@@ -262,11 +262,6 @@ class Objective:
         split = "" if self.split == "none" else f" {self.split}"
         return f"{self.select}{split} {self.label}{unit}, {self.direction}"
 
-    def improvement(self) -> str:
-        """Which sign of an effect is the better one, in words."""
-        return (f"a positive Δ is an improvement ({self.direction})" if self.goal == "max"
-                else f"a negative Δ is an improvement ({self.direction})")
-
     def tags(self) -> dict[str, str]:
         return {f"{TAG}.metric": self.metric, f"{TAG}.goal": self.goal, f"{TAG}.select": self.select,
                 f"{TAG}.bounds": _bounds_text(self.bounds), f"{TAG}.label": self.label, f"{TAG}.unit": self.unit,

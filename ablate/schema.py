@@ -24,7 +24,7 @@ from ablate.errors import HINTS, ConfigError
 
 
 @dataclass
-class Seeds:
+class SeedsConf:
     init: int | None = None      # the model's initial weights
     data: int | None = None      # the order of the training batches
     augment: int | None = None   # augmentation draws
@@ -32,7 +32,7 @@ class Seeds:
 
 
 @dataclass
-class Train:
+class TrainConf:
     epochs: int = 15
     batch_size: int = 128
     lr: float = 0.01
@@ -42,7 +42,7 @@ class Train:
 
 
 @dataclass
-class Task:
+class TaskConf:
     name: str = "classification"
     kind: str = "classification"    # classification | regression | sequence
     loss: Any = None                # {_target_: torch.nn.CrossEntropyLoss, <its arguments>}
@@ -51,14 +51,14 @@ class Task:
 
 
 @dataclass
-class Objective:
+class ObjectiveConf:
     metric: str | None = None       # a task metric's name; null = the task's first
     goal: str | None = None         # max | min; null = the metric's own direction (which it must match)
     select: str = "final"           # final: the last epoch's test value; best: the best epoch's (optimistic)
 
 
 @dataclass
-class Tracking:
+class TrackingConf:
     uri: str | None = None
     experiment: str = "ablate"
     checkpoints: bool = True
@@ -68,14 +68,14 @@ class Tracking:
 
 
 @dataclass
-class Report:
+class ReportConf:
     auto: bool = True
     out: str | None = None
     sesoi: float | None = None  # smallest effect of interest, in the objective's units: turns on equivalence (TOST)
 
 
 @dataclass
-class Design:
+class DesignConf:
     name: str | None = None
     kind: str | None = None
     arm: str | None = None
@@ -85,17 +85,17 @@ class Design:
 @dataclass
 class Config:
     seed: int = 0
-    seeds: Seeds = field(default_factory=Seeds)
+    seeds: SeedsConf = field(default_factory=SeedsConf)
     step: int | None = None
     device: str = "auto"
     force: bool = False
     progress: bool = True
-    train: Train = field(default_factory=Train)
-    task: Task = field(default_factory=Task)
-    objective: Objective = field(default_factory=Objective)
-    tracking: Tracking = field(default_factory=Tracking)
-    report: Report = field(default_factory=Report)
-    design: Design = field(default_factory=Design)
+    train: TrainConf = field(default_factory=TrainConf)
+    task: TaskConf = field(default_factory=TaskConf)
+    objective: ObjectiveConf = field(default_factory=ObjectiveConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    report: ReportConf = field(default_factory=ReportConf)
+    design: DesignConf = field(default_factory=DesignConf)
     # the config groups' options: open nodes, checked by check_keys and their callables
     data: Any = None
     model: Any = None
@@ -203,7 +203,7 @@ def check_keys(cfg: DictConfig) -> None:
 # ----------------------------------------------------------------------------- a user's app
 
 @dataclass
-class DeclaredObjective:
+class AppObjectiveConf:
     """What a user's app is judged by (ablate.app.objective)."""
     metric: str | None = None       # a metric your function logs per epoch and/or returns
     goal: str | None = None         # max | min: required, a metric always carries its direction
@@ -218,8 +218,8 @@ def _study_node() -> DictConfig:
     stays open for the user's keys."""
     return OmegaConf.create({
         "seed": 0, "force": False, "progress": True,
-        "tracking": OmegaConf.structured(Tracking), "report": OmegaConf.structured(Report),
-        "design": OmegaConf.structured(Design), "objective": OmegaConf.structured(DeclaredObjective),
+        "tracking": OmegaConf.structured(TrackingConf), "report": OmegaConf.structured(ReportConf),
+        "design": OmegaConf.structured(DesignConf), "objective": OmegaConf.structured(AppObjectiveConf),
         "hydra": {"callbacks": {"ablate": {"_target_": "ablate.callbacks.AblateCallback"}},
                   # microseconds: two runs or sweeps started in one second get two folders
                   "run": {"dir": "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"},

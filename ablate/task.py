@@ -81,9 +81,6 @@ class Task:
                 return out, y.unsqueeze(-1)
         return out, y
 
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(*self.flat(out, y))
-
     @staticmethod
     def update(metrics: dict[str, M.Metric], out: torch.Tensor, y: torch.Tensor) -> None:
         """Accumulate a batch of (flat) outputs; no sync with the device."""

@@ -99,7 +99,7 @@ def test_a_regression_model_may_give_one_value_per_sample_as_b_or_b_1(store, con
     from ablate.task import Task
     task = Task("regression", torch.nn.functional.mse_loss, {}, None)
     out, y = task.flat(torch.zeros(4), torch.ones(4, 1))
-    assert out.shape == y.shape == (4, 1) and task.loss(torch.zeros(4), torch.ones(4, 1)).item() == 1.0
+    assert out.shape == y.shape == (4, 1) and task.loss_fn(*task.flat(torch.zeros(4), torch.ones(4, 1))).item() == 1.0
     assert column.run_id != flat.run_id
 
 

@@ -20,7 +20,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from ablate.schema import DeclaredObjective, Report, Tracking  # light: no torch, no MLflow
+from ablate.schema import AppObjectiveConf, ReportConf, TrackingConf  # light: no torch, no MLflow
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,10 @@ class AblationSweeperConf:
     # For an app without ablate's nodes (its config has no `ablate_study`): what its task
     # function returns, {metric, goal: max|min, bounds, label, unit}; else the app's own
     # `optimized_metric` with `direction` (maximize | minimize, as Optuna's sweeper says it)
-    objective: DeclaredObjective = field(default_factory=DeclaredObjective)
+    objective: AppObjectiveConf = field(default_factory=AppObjectiveConf)
     direction: Any = None
-    tracking: Tracking = field(default_factory=Tracking)  # where runs go (uri, experiment, ...)
-    report: Report = field(default_factory=Report)        # the report's keys (sesoi, out, auto)
+    tracking: TrackingConf = field(default_factory=TrackingConf)  # where runs go (uri, experiment, ...)
+    report: ReportConf = field(default_factory=ReportConf)        # the report's keys (sesoi, out, auto)
     force: bool | None = None            # true: rerun configs that already have a FINISHED run
 
 
