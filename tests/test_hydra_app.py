@@ -6,6 +6,7 @@ file (Tier 0), under `@ablate.main` (Tier 1), and beside Hydra's Optuna sweeper.
 Every test runs the app from a folder outside the repository, as an installed ablate
 sees it."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,9 +64,13 @@ def test_the_unchanged_app_runs_a_leave_one_out_design_with_one_preset_file(tmp_
 def test_the_unchanged_app_runs_the_design_with_a_regular_install_too(tmp_path):
     """ablate built into a wheel and installed as a plain package (no editable hooks),
     beside the other dependencies of this environment."""
-    dist = tmp_path / "dist"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                            "-w", str(dist), str(REPO)], capture_output=True, text=True, timeout=600)
+    dist, src = tmp_path / "dist", tmp_path / "src"  # built from a copy: the build leaves nothing in the repo
+    for part in ("ablate", "hydra_plugins"):
+        shutil.copytree(REPO / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / part, src / part)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)],
+                           capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next(dist.glob("ablate_studies-*.whl"))
     venv = tmp_path / "venv"
