@@ -17,6 +17,7 @@ from the sweeper (`hydra.sweeper.tracking`, ...), and take the objective from, i
 `optimized_metric` with the sweeper's `direction` (maximize | minimize, as Optuna's)."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -44,9 +45,14 @@ def _sweeper(hydra_cfg) -> DictConfig:
     return node if isinstance(node, DictConfig) and node.get("_target_") == SWEEPER else OmegaConf.create({})
 
 
+_TRACKING_KEYS = {f.name for f in dataclasses.fields(schema.TrackingConf)}
+
+
 def has_ablate_nodes(cfg) -> bool:
-    """True for a config with `ablate_study`'s nodes in its defaults."""
-    return isinstance(cfg.get("tracking"), DictConfig) and "uri" in cfg.tracking
+    """True for a config with `ablate_study`'s nodes in its defaults: a `tracking` node of
+    ablate's keys (an app's own group named `tracking`, say a logger's, is the app's)."""
+    node = cfg.get("tracking")
+    return isinstance(node, DictConfig) and "uri" in node and set(node) <= _TRACKING_KEYS
 
 
 def settings(cfg, hydra_cfg) -> DictConfig:
@@ -74,7 +80,7 @@ def objective(cfg, hydra_cfg) -> Objective:
     `objective.metric`, else `hydra.sweeper.objective.metric`, else the app's own
     `optimized_metric`; the goal likewise, else the sweeper's `direction`, which must
     agree with a goal given (Optuna's maximize | minimize)."""
-    nodes = [(w, n) for w, n in (("objective", cfg.get("objective")),
+    nodes = [(w, n) for w, n in (("objective", cfg.get("objective") if has_ablate_nodes(cfg) else None),
                                  ("hydra.sweeper.objective", _sweeper(hydra_cfg).get("objective")))
              if isinstance(n, DictConfig)]
     direction = OmegaConf.select(hydra_cfg, "sweeper.direction") if hydra_cfg is not None else None
@@ -131,11 +137,16 @@ def seeded(cfg) -> DictConfig:
     unseeded) runs as seed 0: ablate pairs runs by seed, so every run has one. Said
     once; `seed=<n>` chooses. An app without ablate's nodes keeps its own seed."""
     if has_ablate_nodes(cfg) and "seed" in cfg and cfg.seed is None:
-        log.info("seed is null in this config; ablate runs it as seed=0 (runs are paired by seed). "
-                 "Choose one with seed=<n>.")
+        if not _SAID:  # once a process: a sweep's pre-check composes every job
+            log.info("seed is null in this config; ablate runs it as seed=0 (runs are paired by seed). "
+                     "Choose one with seed=<n>.")
+            _SAID.append("seed")
         with open_dict(cfg):
             cfg.seed = 0
     return cfg
+
+
+_SAID: list[str] = []
 
 
 def check(cfg, hydra_cfg) -> Job:
@@ -154,7 +165,8 @@ def check(cfg, hydra_cfg) -> Job:
         seed = cfg.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ConfigError(f"seed={seed!r} is invalid: must be an integer. Fix it with `seed=<n>`.")
-        return Job(identity.of(cfg), o, st)
+        own = identity.ABLATE_NODES if has_ablate_nodes(cfg) else ()
+        return Job(identity.of(cfg, own), o, st)
     except OmegaConfBaseException as exc:  # an interpolation to nowhere, a missing value
         raise ConfigError(from_hydra(exc)) from None
 
@@ -163,9 +175,17 @@ class ResultError(AblateError):
     """The function's return value does not carry the objective."""
 
 
-def returned(value, objective: Objective) -> dict[str, float]:
-    """A task function's return value as metrics: a number is the objective's value; a
+def returned(value, objective: Objective, cfg=None) -> dict[str, float]:
+    """A task function's return value as metrics: a number is the objective's value (and
+    must be: an app that returns its `optimized_metric` returns that metric's value); a
     dict must hold the objective's metric. ResultError names what is missing."""
+    number = (isinstance(value, (int, float)) and not isinstance(value, bool)) or \
+        (hasattr(value, "item") and getattr(value, "ndim", 1) == 0)
+    named = cfg.get("optimized_metric") if cfg is not None else None
+    if number and named and str(named) != objective.metric:
+        raise ResultError(f"the task function returned a number, its optimized_metric={named}, but the objective "
+                          f"is {objective.metric}: set the objective's metric to {named} (or optimized_metric to "
+                          f"{objective.metric}), or return a dict of metrics with {objective.metric} in it.")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = {objective.metric: value}
     elif hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a 0-d tensor or array
@@ -227,7 +247,7 @@ class AppBody(Body):
         return self.job.identity.params
 
     def fit(self, run) -> dict:
-        return summary(returned(self.fn(self.cfg), self.job.objective), [], self.job.objective)
+        return summary(returned(self.fn(self.cfg), self.job.objective, self.cfg), [], self.job.objective)
 
 
 def run_app(fn, cfg, hydra_cfg, script: Path | None, tags: dict | None = None) -> Result:
@@ -258,15 +278,15 @@ class TrackedTask:
 
     def __init__(self, fn, tags: dict[tuple[str, ...], dict[str, str]] | None = None):
         self.fn, self.tags = fn, dict(tags or {})
-        try:
-            self.script = Path(inspect.getfile(fn)).resolve()
+        try:  # the user's own function, under ablate.main's wrapper
+            self.script = Path(inspect.getfile(inspect.unwrap(fn))).resolve()
         except TypeError:
             self.script = None
 
     def __call__(self, cfg):
         from hydra.core.hydra_config import HydraConfig
         hc = HydraConfig.get()
-        tags = self.tags.get(tuple(hc.overrides.task), {})
+        tags = self.tags.get(tuple(OmegaConf.to_container(hc.overrides.task, resolve=False)), {})
         if tracks_itself(self.fn):
             _JOB_TAGS.clear()
             _JOB_TAGS.update(tags)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ablate import app, designs, errors, preflight, tracking
 from ablate.errors import AblateError
@@ -116,7 +116,8 @@ class AblateCallback(Callback):
         settings = app.settings(config, config.hydra)
         self.foreign = not designs.plans(config.hydra.sweeper)
         try:
-            sweep = designs.plan(config.hydra.sweeper, list(config.hydra.overrides.task), "design" in config) \
+            task_overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # `${...}` as given
+            sweep = designs.plan(config.hydra.sweeper, task_overrides, "design" in config) \
                 if not self.foreign else designs.Plan([], [])
         except AblateError as exc:
             _stop(str(exc))

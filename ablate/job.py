@@ -86,7 +86,7 @@ class EngineBody(Body):
     def reset(self) -> None:
         self.state = _fresh_state(self.cfg, self.tensors, self.device)
 
-    def load(self, path) -> None:
+    def load(self, path, run_id=None) -> None:
         checkpoint.load(path, self.state)
 
     def started(self, run) -> None:

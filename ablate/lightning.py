@@ -20,8 +20,6 @@ The run's config already records every hyperparameter.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 
 from ablate.study import Run
@@ -31,6 +29,18 @@ class RunCallback(L.Callback):
     def __init__(self, run: Run):
         self.run = run
         self._saving = False
+        self._pending: dict | None = None  # the epoch being checkpointed, before it is logged
+
+    def state_dict(self) -> dict:
+        """The epochs logged so far and the one being saved, inside Lightning's checkpoint:
+        a kill between writing it and logging that epoch loses nothing (load_state_dict)."""
+        return {"history": [*self.run.history, *([self._pending] if self._pending else [])]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """On resume: log the epochs the checkpoint holds that the run has not logged."""
+        for h in state.get("history", []):
+            if h["epoch"] > self.run.epoch:
+                self.run.log(h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
 
     def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         if self._saving:  # ours only: a ModelCheckpoint of the app's keeps its hyperparameters
@@ -45,7 +55,7 @@ class RunCallback(L.Callback):
         the config afresh in a new run)."""
         if run.resume is None:
             return None
-        path = Path(run.resume["lightning_checkpoint"])
+        path = run.checkpoint_dir / "lightning.ckpt"  # this run's own, never a path another run's payload names
         return str(path) if path.exists() else None
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -54,10 +64,10 @@ class RunCallback(L.Callback):
         epoch = trainer.current_epoch + 1
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         path = self.run.checkpoint_dir / "lightning.ckpt"
-        self._saving = True
+        self._saving, self._pending = True, {"epoch": epoch, **metrics}
         try:
-            trainer.save_checkpoint(path)  # first, locally: an outage while logging then loses nothing
+            trainer.save_checkpoint(path, weights_only=False)  # first, locally: an outage then loses nothing
         finally:
-            self._saving = False
+            self._saving, self._pending = False, None
         self.run.log(epoch, metrics)
-        self.run.save({"lightning_checkpoint": str(path)})
+        self.run.save({"lightning_checkpoint": path.name})

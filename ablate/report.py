@@ -770,7 +770,8 @@ def design_runs(client: MlflowClient, experiment_id: str, spec: dict, where: str
         raise ReportError(f"--filter {where!r}: {' '.join(str(exc).split())[:200]}") from None
     col = f"tags.{tracking.FINGERPRINT}"
     if df.empty or col not in df:
-        raise ReportError("No runs of this design in the store yet.")
+        raise ReportError(f"No runs of this design match --filter {where!r}." if where else
+                          "No runs of this design in the store yet.")
     return df[df[col].isin(list(spec["fingerprints"]))].reset_index(drop=True)
 
 
@@ -852,6 +853,8 @@ def rejudged(base: Objective, runs: pd.DataFrame, metric: str | None, goal: str 
     if f"metrics.{o.column}" not in runs:
         logged = sorted(c[len("metrics."):] for c in runs.columns if c.startswith("metrics.final_"))
         raise ReportError(f"--metric {metric}: no run logged {o.column} (they logged {', '.join(logged) or 'none'}).")
+    if f"metrics.{o.other}" not in runs:  # a user loop keeps best_ only for its own objective: shown as missing
+        runs[f"metrics.{o.other}"] = math.nan
     return o
 
 

@@ -259,7 +259,7 @@ class TrackedRun:
         self.client.set_tag(rid, tracking.SUPERSEDED, why[:5000])
         if old.info.status == "RUNNING":
             self.client.set_terminated(rid, "KILLED")
-        log.info(f"Closed run {rid} ({old.info.run_name}): {why}")
+        (log.debug if why.startswith("not resumed:") else log.info)(f"Closed run {rid} ({old.info.run_name}): {why}")
 
     def drop_resume(self, why: str) -> None:
         """The run picked to resume cannot be resumed (its checkpoint does not load):
@@ -361,8 +361,8 @@ class Body:
     def reset(self) -> None:
         """Back to epoch 0 (after a checkpoint that did not load, or a lost race)."""
 
-    def load(self, path: Path) -> None:
-        """Load the checkpoint to resume from; raise if it does not load."""
+    def load(self, path: Path, run_id: str | None = None) -> None:
+        """Load the checkpoint of run `run_id` to resume from; raise if it does not load."""
 
     def started(self, run: TrackedRun) -> None:
         """The run exists (new, or reopened to resume)."""
@@ -390,9 +390,9 @@ def execute(claim, make_body) -> Result:
         if run.resume is not None and run.cfg.tracking.checkpoints and (
                 saved := checkpoint_path(run.resume.info)).exists():
             try:
-                body.load(saved)
+                body.load(saved, run.resume.info.run_id)
             except Exception as exc:  # a model whose shapes changed, a torn, foreign or unsafe file: never stuck
-                run.drop_resume(f"its checkpoint {saved} does not load ({' '.join(str(exc).split())[:200]})")
+                run.drop_resume(f"its checkpoint in {saved.parent} does not load ({' '.join(str(exc).split())[:240]})")
                 body.reset()
         try:
             run.start()

@@ -103,7 +103,7 @@ class Run:
         containers of them (state dicts); declare other classes of your own with
         `torch.serialization.add_safe_globals`."""
         with stops_held():
-            checkpoint.write({"state": state, "epoch": self.epoch, "history": self.history},
+            checkpoint.write({"state": state, "epoch": self.epoch, "history": self.history, "run": self.run_id},
                              self.checkpoint_dir / "checkpoint.pt")
 
 
@@ -124,14 +124,19 @@ class LoopBody(Body):
     def reset(self) -> None:
         self.resume, self.epoch, self._history = None, 0, []
 
-    def load(self, path: Path) -> None:
-        """What run.save kept, and every other checkpoint file beside it (a Lightning
-        checkpoint of ablate.lightning), each loaded with weights_only=True: no code runs."""
-        for other in sorted(path.parent.glob("*.ckpt")):
-            torch.load(other, map_location="cpu", weights_only=True)
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+    def load(self, path: Path, run_id: str | None = None) -> None:
+        """What run.save kept for run `run_id`, and every other checkpoint file beside it
+        (a Lightning checkpoint of ablate.lightning), each loaded with weights_only=True:
+        no code runs. Raises, naming the file, if one does not load or belongs to another run."""
+        for file in [*sorted(path.parent.glob("*.ckpt")), path]:
+            try:
+                payload = torch.load(file, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise ValueError(f"{file.name} does not load: {' '.join(str(exc).split())[:160]}") from None
         if not isinstance(payload, dict) or not {"state", "epoch", "history"} <= set(payload):
-            raise ValueError("not a checkpoint that run.save wrote")
+            raise ValueError(f"{path.name} is not a checkpoint that run.save wrote")
+        if run_id is not None and payload.get("run", run_id) != run_id:
+            raise ValueError(f"{path.name} belongs to run {payload['run']}, not this one")
         self.resume, self.epoch, self._history = payload["state"], int(payload["epoch"]), list(payload["history"])
 
     def started(self, run: TrackedRun) -> None:
@@ -141,8 +146,9 @@ class LoopBody(Body):
     def fit(self, run: TrackedRun) -> dict:
         folder = (run.checkpoint or Path(tempfile.mkdtemp()) / "checkpoint.pt").parent
         handle = Run(self.cfg, run, folder, self.resume, self.epoch, list(self._history))
-        engine.seed_everything(self.cfg.seed)
-        values = app.returned(self.fn(self.cfg, handle), self.job.objective)
+        if isinstance(self.cfg.get("seed"), int):  # an app's null seed without ablate's nodes stays unseeded
+            engine.seed_everything(self.cfg.seed)
+        values = app.returned(self.fn(self.cfg, handle), self.job.objective, self.cfg)
         self._history = handle.history
         return app.summary(values, handle.history, self.job.objective)
 

@@ -17,22 +17,32 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from ablate import adaptive, app, callbacks, designs, preflight, tracking
+from ablate import adaptive, app, callbacks, designs, preflight, source, tracking
 
 log = logging.getLogger(__name__)
 
 
-def finished(uri: str, experiment: str, fingerprints: list[str]) -> set[str]:
-    """The fingerprints among these that have a FINISHED run in the store."""
+def finished(uri: str, experiment: str, fingerprints: list[str], code: str | None) -> set[str]:
+    """The fingerprints among these that have a FINISHED run of this code (`code`: its
+    `ablate.code` digest) in the store. A run of other code is not skipped here: its job
+    then says, in its own line, which files changed (and reuses it, as any job does)."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return set()
     wanted, done = set(fingerprints), set()
     for r in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=50_000):
-        if (fp := r.data.tags.get(tracking.FINGERPRINT)) in wanted:
+        if (fp := r.data.tags.get(tracking.FINGERPRINT)) in wanted and r.data.tags.get(source.TAG) == code:
             done.add(fp)
     return done
+
+
+def code_of(sweeper, overrides: list[str]) -> str:
+    """The `ablate.code` digest a job of this sweep will record (ablate.source)."""
+    with preflight.as_job(sweeper.config, overrides) as (cfg, _):
+        if preflight.mode(sweeper.config) == preflight.ENGINE:
+            return source.tags(source.parts(cfg))[source.TAG]
+        return source.tags(source.parts(cfg, getattr(sweeper.task, "script", None)))[source.TAG]
 
 
 def run(sweeper, arguments: list[str]) -> list:
@@ -71,7 +81,8 @@ def _sweep(sweeper, session, arguments: list[str]) -> list:
     jobs = plan.jobs
     settings = session.cfg
     if not settings.force:
-        done = finished(session.client.tracking_uri, settings.tracking.experiment, session.fingerprints)
+        done = finished(session.client.tracking_uri, settings.tracking.experiment, session.fingerprints,
+                        code_of(sweeper, plan.jobs[0]))
         jobs = [j for j, fp in zip(plan.jobs, session.fingerprints, strict=True) if fp not in done]
         if len(jobs) < len(plan.jobs):
             log.info(f"Skipping {len(plan.jobs) - len(jobs)} of {len(plan.jobs)} jobs: their configs already have a "

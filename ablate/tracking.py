@@ -210,7 +210,8 @@ def git_commit() -> str | None:
 def job_overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
-        return list(HydraConfig.get().overrides.task)
+        from omegaconf import OmegaConf
+        return OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # `${...}` as given
     except ValueError:
         return []
 

@@ -35,7 +35,9 @@ def child_runs(db: Path):
 
 
 def check_tier0_sweep(tmp_path: Path, python: str = sys.executable) -> None:
-    args = ["-m", "hparams_search=ablate_loo", "seed=0,1", "trainer.max_epochs=1"]
+    # a `${...}` in an override is taken as given, resolved in each job
+    args = ["-m", "hparams_search=ablate_loo", "seed=0,1", "trainer.max_epochs=1",
+            "paths.log_dir=${paths.root_dir}/l2/"]
     out = app("train.py", args, tmp_path, python)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     df = child_runs(tmp_path / "mlflow.db")
@@ -46,7 +48,8 @@ def check_tier0_sweep(tmp_path: Path, python: str = sys.executable) -> None:
     assert df["metrics.final_val/acc_best"].between(0, 1).all()
     assert set(df["params.model.net.dropout"]) == {"0.2", "0.0"} and set(df["params.seed"]) == {"0", "1"}
     # the output folder is where the job ran, not what it computed: a tag, not a param
-    assert "params.paths.output_dir" not in df and df["tags.ablate.run_local"].str.contains("paths.output_dir").all()
+    assert set(df["params.paths.output_dir"]) == {"<hydra:runtime.output_dir>"}
+    assert df["tags.ablate.run_local"].str.contains("paths.output_dir").all()
     report = next(tmp_path.glob("multirun/*/*/report/report.md")).read_text()
     assert "Objective: final val/acc_best, higher is better" in report and "| dropout" in report
     again = app("train.py", args, tmp_path, python)  # the same sweep again trains nothing
@@ -120,7 +123,8 @@ def test_tier_1_kill_9_mid_run_then_a_rerun_resumes_into_the_same_run(tmp_path):
 
 
 def test_an_optuna_sweep_beside_ablate_optimises_the_apps_metric_and_direction(tmp_path):
-    out = app("train_ablate.py", ["-m", "hparams_search=optuna", "trainer.max_epochs=2", "seed=0"], tmp_path)
+    # as documented: no seed, the app's `seed: null` (unseeded trials)
+    out = app("train_ablate.py", ["-m", "hparams_search=optuna", "trainer.max_epochs=2"], tmp_path)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     assert "Callback" not in text and "UserWarning" not in text and "INTERVAL_SWEEP" not in text

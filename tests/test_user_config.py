@@ -210,6 +210,7 @@ def test_the_report_judges_logged_runs_on_another_metric_without_retraining():
     with pytest.raises(ReportError, match="no run logged final_test_mae"):
         rejudged(base, runs, "mae", "min", None)
     assert rejudged(base, runs, None, None, None) is base
+    assert runs["metrics.best_test_r2"].isna().all()  # a selection the runs did not log: shown as missing
 
 
 def test_a_crossed_stratum_is_named_by_the_key_the_user_swept():
@@ -265,3 +266,95 @@ def test_an_ablate_main_app_with_its_own_primary_config_and_groups_sweeps_and_re
     assert again.returncode == 0 and "Sweep done: 4 finished (4 of them reused" in again.stdout + again.stderr
     runs = mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db").search_runs(["1"], "params.seed != ''")
     assert len(runs) == 4 and {r.data.params["model.width"] for r in runs} == {"2", "3"}
+
+
+# ----------------------------------------------------------------------------- from a breaker's trial
+
+def test_a_run_local_part_is_a_placeholder_so_the_rest_of_the_value_still_counts(app_conf):
+    base = identity.of(job(app_conf, output_dir="/tmp/out/a"))
+    moved = identity.of(job(app_conf, output_dir="/elsewhere/b"))
+    other = identity.of(job(app_conf, ["paths.log_dir=${paths.output_dir}/logs_v2"], output_dir="/tmp/out/a"))
+    assert base.fingerprint == moved.fingerprint and base.params["paths.log_dir"] == "<hydra:runtime.output_dir>/logs"
+    assert other.fingerprint != base.fingerprint  # pointing the app elsewhere is another config
+    assert moved.run_local["paths.log_dir"] == "/elsewhere/b/logs"
+
+
+@pytest.mark.parametrize("first,second", [("+cfgd={a:1}", "+cfgd={a:'1'}"), ("+x=true", "+x='true'"),
+                                          ("+x=null", "+x='null'")])
+def test_a_number_and_its_text_are_two_values(app_conf, first, second):
+    assert identity.of(job(app_conf, [first])).fingerprint != identity.of(job(app_conf, [second])).fingerprint
+
+
+@pytest.mark.parametrize("group", ["objective", "tracking", "report", "design", "force"])
+def test_an_apps_own_keys_named_like_ablates_nodes_are_its_identity(app_conf, tmp_path, group):
+    hydra_cfg = OmegaConf.create({"sweeper": {"_target_": app.SWEEPER, "objective": {"metric": "acc", "goal": "max"},
+                                              "tracking": {"uri": f"sqlite:///{tmp_path}/m.db"}}})
+    one = app.check(job(app_conf, [f"+{group}.project=a"]), hydra_cfg)
+    two = app.check(job(app_conf, [f"+{group}.project=b"]), hydra_cfg)
+    assert one.fingerprint != two.fingerprint and one.settings.tracking.uri.endswith("m.db")
+
+
+def test_a_bare_number_is_the_apps_optimized_metric_so_another_objective_is_refused():
+    from ablate.metrics import Objective
+    o = Objective("test/loss", "min", "final", (None, None), "test/loss", "", "none")
+    with pytest.raises(app.ResultError, match="optimized_metric=val/acc_best, but the objective is test/loss"):
+        app.returned(0.82, o, OmegaConf.create({"optimized_metric": "val/acc_best"}))
+    assert app.returned({"test/loss": 0.3}, o, OmegaConf.create({"optimized_metric": "val/acc_best"})) == {
+        "test/loss": 0.3}
+
+
+def test_a_sweep_skips_a_finished_config_only_when_its_code_is_this_code(tmp_path):
+    from ablate import sweep
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("ablate")
+    for fp, code in (("a" * 16, "same"), ("b" * 16, "older")):
+        r = client.create_run(exp, tags={tracking.FINGERPRINT: fp, source.TAG: code})
+        client.set_terminated(r.info.run_id, "FINISHED")
+    assert sweep.finished(uri, "ablate", ["a" * 16, "b" * 16], "same") == {"a" * 16}
+
+
+def test_a_checkpoint_of_another_run_is_never_resumed(tmp_path):
+    from ablate.run import checkpoint_path
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+
+    def stops(cfg, run):
+        run.log(1, {"acc": 1.0})
+        run.save({"epoch": 1, "seed": cfg.seed})
+        if cfg.seed == 2:
+            raise KeyboardInterrupt
+        return {"acc": 1.0}
+    study.run(stops, _user_loop_cfg(tmp_path, seed=1))
+    with pytest.raises(KeyboardInterrupt):
+        study.run(stops, _user_loop_cfg(tmp_path, seed=2))
+    done, killed = sorted(client.search_runs(["1"]), key=lambda r: r.data.params["seed"])
+    checkpoint_path(killed.info).write_bytes(checkpoint_path(done.info).read_bytes())  # another run's file
+    seen = []
+    study.run(lambda cfg, run: seen.append(run.resume) or {"acc": 2.0}, _user_loop_cfg(tmp_path, seed=2))
+    assert seen == [None]
+    killed = client.get_run(killed.info.run_id)
+    assert killed.info.status == "KILLED" and f"belongs to run {done.info.run_id}" in killed.data.tags[
+        tracking.SUPERSEDED]
+
+
+def test_an_epoch_checkpointed_by_lightning_but_not_yet_logged_is_logged_on_resume():
+    """kill -9 between writing Lightning's checkpoint and logging its epoch: the epoch's
+    metrics ride in the checkpoint's callback state, and the resumed run logs them."""
+    pytest.importorskip("lightning")
+    from ablate.lightning import RunCallback
+
+    class Handle:  # the run handle's part the callback uses
+        def __init__(self, history):
+            self.history, self.epoch, self.logged = list(history), len(history), []
+
+        def log(self, epoch, metrics):
+            self.logged.append(epoch)
+            self.history.append({"epoch": epoch, **metrics})
+            self.epoch = max(self.epoch, epoch)
+    before = Handle([{"epoch": e, "val/acc": 0.5} for e in (1, 2, 3, 4)])
+    cb = RunCallback(before)
+    cb._pending = {"epoch": 5, "val/acc": 0.6}  # inside on_train_epoch_end, while the checkpoint is written
+    state = cb.state_dict()
+    after = Handle(before.history)  # the payload kept epochs 1-4; Lightning's checkpoint is at epoch 5
+    RunCallback(after).load_state_dict(state)
+    assert after.logged == [5] and after.history[-1] == {"epoch": 5, "val/acc": 0.6}
