@@ -122,19 +122,24 @@ def test_a_user_loop_with_model_head_1_then_2_trains_two_runs_and_a_null_seed_ru
     assert sorted(r.data.params["model.head"] for r in runs) == ["1", "2"]
 
 
-def test_a_checkpoint_that_does_not_load_safely_closes_its_run_and_starts_afresh(tmp_path, monkeypatch):
-    """A planted pickle (code in __reduce__) is never executed: weights_only refuses it,
-    the run it belonged to is closed KILLED with why, and the config trains afresh."""
-    cfg = _user_loop_cfg(tmp_path, seed=3)
-
-    def killed(cfg, run):
+def _interrupted_after_one_epoch(cfg):
+    """A user loop's run stopped (Ctrl-C) after its first epoch and checkpoint; the run."""
+    def stopped(cfg, run):
         run.log(1, {"acc": 1.0})
         run.save({"epoch": 1})
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        study.run(killed, cfg)
+        study.run(stopped, cfg)
+    (run,) = mlflow.MlflowClient(cfg.tracking.uri).search_runs(["1"])
+    return run
+
+
+def test_a_checkpoint_that_does_not_load_safely_closes_its_run_and_starts_afresh(tmp_path, monkeypatch):
+    """A planted pickle (code in __reduce__) is never executed: weights_only refuses it,
+    the run it belonged to is closed KILLED with why, and the config trains afresh."""
+    cfg = _user_loop_cfg(tmp_path, seed=3)
+    old = _interrupted_after_one_epoch(cfg)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
-    (old,) = client.search_runs(["1"])
     from ablate.run import checkpoint_path
 
     class Planted:
@@ -172,14 +177,7 @@ def test_the_code_is_the_files_that_run_not_every_file_beside_the_script(tmp_pat
 def test_a_run_of_changed_code_left_running_is_closed_killed_with_why(tmp_path):
     cfg = _user_loop_cfg(tmp_path, seed=1)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
-
-    def dies(cfg, run):
-        run.log(1, {"acc": 1.0})
-        run.save({"epoch": 1})
-        raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        study.run(dies, cfg)
-    (old,) = client.search_runs(["1"])
+    old = _interrupted_after_one_epoch(cfg)
     client.update_run(old.info.run_id, "RUNNING")  # as kill -9 leaves it
     client.set_tag(old.info.run_id, source.TAG, "0" * 12)  # trained by other code
     client.set_tag(old.info.run_id, tracking.OWNER, "nohost:1")
