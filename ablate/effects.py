@@ -74,8 +74,8 @@ def pair_key(runs: pd.DataFrame) -> pd.Series:
     """What pairs runs across arms: the seed, or every source's seed when some are set
     (runs that share all their seeds are paired)."""
     cols = seed_columns(runs)
-    if cols == ["params.seed"]:
-        return pd.to_numeric(runs["params.seed"])
+    if cols == ["params.seed"]:  # a run with no seed (an app's `seed: null`) pairs with nothing: NaN
+        return pd.to_numeric(runs["params.seed"], errors="coerce")
     return runs[cols].fillna("null").astype(str).agg("|".join, axis=1)
 
 

@@ -58,6 +58,10 @@ class RunCallback(L.Callback):
         path = run.checkpoint_dir / "lightning.ckpt"  # this run's own, never a path another run's payload names
         return str(path) if path.exists() else None
 
+    def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """`trainer.test` after training: its metrics are the run's final ones (final_test/acc)."""
+        self.run.final.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return

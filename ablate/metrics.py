@@ -289,8 +289,8 @@ class Objective:
         keys = [c for c in runs.columns if c.startswith(f"tags.{TAG}.")]
         distinct = runs[keys].fillna("").drop_duplicates()
         if len(distinct) > 1:
-            seen = ", ".join(f"{r[col]} ({r[f'tags.{TAG}.goal']}, {r[f'tags.{TAG}.select']})"
-                             for _, r in distinct.iterrows())
+            seen = ", ".join(f"{r[col]} (" + ", ".join(f"{k[len('tags.' + TAG) + 1:]} {r[k] or '-'}" for k in keys
+                                                       if k != col) + ")" for _, r in distinct.iterrows())
             raise ConfigError(f"these runs were scored by different objectives ({seen}); a report compares one. "
                               f"Narrow the runs with --filter or --sweep-id.")
         row = distinct.iloc[0]

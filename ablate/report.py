@@ -355,7 +355,8 @@ STATS_NOTE = ("Mean ± std over seeds; an arm's interval is its 95% t-interval, 
               "sign-flip test instead, and no interval is shown. A bootstrap interval is shown only from "
               f"{stats.BOOTSTRAP_MIN} seeds up: below that it covers far less than it says. \"detectable\" estimates "
               "the smallest true Δ the rule would call clear with power 0.8, from the spread of these seeds. "
-              "\"Best\" picks its epoch on the test set, so it is optimistic; \"final\" is the last epoch. Verdicts "
+              "\"Best\" picks its epoch by the objective's own metric (for ablate's engine, the test set's), so it is "
+              "optimistic; \"final\" is the last epoch. Verdicts "
               "are drawn on the objective's selection only; the other is shown for reference.")
 
 
@@ -778,8 +779,9 @@ def design_runs(client: MlflowClient, experiment_id: str, spec: dict, where: str
 def _parent(client: MlflowClient, experiment_id: str, sweep_id: str | None, design: str | None):
     query = f"tags.`{tracking.DESIGN}` = '{design}'" if design else f"tags.`{tracking.SWEEP_ID}` = '{sweep_id}'"
     query += " and tags.`ablate.jobs` != ''"  # the sweep's parent run, not its jobs
-    found = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
-    return found[0] if found else None
+    found = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=50)
+    # a design's newest sweep that finished, over a newer one that failed (a typo's)
+    return next((r for r in found if r.info.status == "FINISHED"), found[0] if found else None)
 
 
 def with_test_samples(runs: pd.DataFrame, n: int | None) -> pd.DataFrame:
@@ -850,8 +852,9 @@ def rejudged(base: Objective, runs: pd.DataFrame, metric: str | None, goal: str 
             raise ReportError(f"--metric {metric} needs --goal max or min: a metric always carries its direction.")
         o = replace(base, metric=metric, goal=goal, select=select or base.select, bounds=(None, None), label=metric,
                     unit="")
-    if f"metrics.{o.column}" not in runs:
-        logged = sorted(c[len("metrics."):] for c in runs.columns if c.startswith("metrics.final_"))
+    if f"metrics.{o.column}" not in runs or runs[f"metrics.{o.column}"].isna().all():
+        logged = sorted(c[len("metrics."):] for c in runs.columns
+                        if c.startswith("metrics.final_") and runs[c].notna().any())
         raise ReportError(f"--metric {metric}: no run logged {o.column} (they logged {', '.join(logged) or 'none'}).")
     if f"metrics.{o.other}" not in runs:  # a user loop keeps best_ only for its own objective: shown as missing
         runs[f"metrics.{o.other}"] = math.nan
@@ -876,7 +879,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric", default=None,
                     help="judge the runs on another metric they logged (e.g. r2 beside the objective rmse); "
                          "nothing is retrained")
-    ap.add_argument("--goal", default=None, choices=["max", "min"], help="the direction of --metric (required)")
+    ap.add_argument("--goal", default=None, choices=["max", "min"],
+                    help="the direction of --metric: required for a metric other than the objective's")
     ap.add_argument("--select", default=None, choices=["final", "best"], help="the epoch of --metric's value")
     ap.add_argument("--out", default="reports/latest", type=Path)
     args = ap.parse_args(argv)

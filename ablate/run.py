@@ -224,6 +224,9 @@ class TrackedRun:
             self.run = self.resume
             self.client.update_run(self.run.info.run_id, status="RUNNING")
             self.client.set_tag(self.run.info.run_id, tracking.ERROR, "")  # a resumed run's old error is gone
+            if os.environ.get(tracking.ENV_PARENT):  # it now belongs to the sweep that finishes it
+                self.client.set_tag(self.run.info.run_id, "mlflow.parentRunId", os.environ[tracking.ENV_PARENT])
+                self.client.set_tag(self.run.info.run_id, tracking.SWEEP_ID, os.environ.get(tracking.ENV_SWEEP_ID, ""))
             for k, v in tracking.owner_tags().items():
                 self.client.set_tag(self.run.info.run_id, k, v)
             self._logged = {m.step for m in self.client.get_metric_history(self.run.info.run_id,

@@ -74,6 +74,7 @@ class Run:
     resume: Any = None                   # what `save` kept last, after an interruption; else None
     epoch: int = 0                       # the last epoch logged (0 on a fresh run)
     history: list = field(default_factory=list)
+    final: dict = field(default_factory=dict)  # more final metrics beside the return value (a test set's)
 
     @property
     def run_id(self) -> str:
@@ -149,6 +150,7 @@ class LoopBody(Body):
         if isinstance(self.cfg.get("seed"), int):  # an app's null seed without ablate's nodes stays unseeded
             engine.seed_everything(self.cfg.seed)
         values = app.returned(self.fn(self.cfg, handle), self.job.objective, self.cfg)
+        values = {**{k: float(v) for k, v in handle.final.items()}, **values}  # the return value wins
         self._history = handle.history
         return app.summary(values, handle.history, self.job.objective)
 

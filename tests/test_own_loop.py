@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import ablate
-from ablate import study
+from ablate import schema, study
 from ablate.errors import AblateError
 from conftest import REPO
 
@@ -72,7 +72,7 @@ def test_kill_9_mid_run_then_a_rerun_resumes_into_the_same_run(tmp_path):
 
 
 def cfg_for(tmp_path, **objective):
-    cfg = OmegaConf.merge(study._study_node(), {"objective": {"metric": "acc", "goal": "max", **objective},
+    cfg = OmegaConf.merge(schema._study_node(), {"objective": {"metric": "acc", "goal": "max", **objective},
                                                 "tracking": {"uri": f"sqlite:///{tmp_path / 'm.db'}"}, "lr": 0.1})
     del cfg["hydra"]
     return cfg

@@ -17,6 +17,7 @@ def train(cfg: DictConfig, run) -> tuple[dict, dict]:  # ablate: the run handle
     torch.set_num_threads(1)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
+    run.count_parameters(model)  # ablate: the report's params column
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), RunCallback(run)]  # ablate
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     if cfg.get("train"):
