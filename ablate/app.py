@@ -186,10 +186,8 @@ def returned(value, objective: Objective, cfg=None) -> dict[str, float]:
         raise ResultError(f"the task function returned a number, its optimized_metric={named}, but the objective "
                           f"is {objective.metric}: set the objective's metric to {named} (or optimized_metric to "
                           f"{objective.metric}), or return a dict of metrics with {objective.metric} in it.")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = {objective.metric: value}
-    elif hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a 0-d tensor or array
-        value = {objective.metric: value.item()}
+    if number:  # a float, or a 0-d tensor or array
+        value = {objective.metric: value.item() if hasattr(value, "item") else value}
     if not isinstance(value, dict):
         raise ResultError(f"the task function returned a {type(value).__name__}; return the objective's value "
                           f"({objective.metric}) as a number, or a dict of final metrics with it, e.g. "
