@@ -32,6 +32,7 @@ from ablate import identity, schema, source, tracking
 from ablate.errors import AblateError, ConfigError, from_hydra
 from ablate.metrics import GOALS, SELECTS, Objective
 from ablate.run import Body, Result, TrackedRun, execute
+from ablate.run import summary as run_summary
 
 log = logging.getLogger(__name__)
 
@@ -209,19 +210,11 @@ def returned(value, objective: Objective, cfg=None) -> dict[str, float]:
 
 
 def summary(values: dict, history: list[dict], objective: Objective) -> dict:
-    """`final_<m>` for every returned metric (and the last logged value of the others),
-    `best_<objective>` and `best_epoch` by the objective's direction."""
-    out = {f"final_{k}": v for h in history for k, v in h.items() if k != "epoch"}
-    out.update({f"final_{k}": v for k, v in values.items()})
-    logged = [h for h in history if objective.history in h]
-    if logged:
-        best = objective.best([h[objective.history] for h in logged])
-        out[f"best_{objective.history}"] = best
-        out["best_epoch"] = next(h["epoch"] for h in logged if h[objective.history] == best)
-    else:  # nothing logged per epoch: the returned value is the only one
-        out[f"best_{objective.history}"] = out[f"final_{objective.history}"]
-        out["best_epoch"] = 0
-    return out
+    """A user's function's summary (ablate.run.summary): `final_<k>` of what it returned
+    and logged; `best_` and `best_epoch` of the objective, chosen on its validation
+    counterpart (`val_acc` for `test_acc`) when the function logged one."""
+    return run_summary(history, objective, {objective.history: objective.goal, objective.on_val: objective.goal},
+                       returned=values)
 
 
 def claim(cfg, job: Job, script: Path | None, tags: dict | None, resumable: bool):

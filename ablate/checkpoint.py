@@ -61,6 +61,7 @@ def save(path: Path, state: State) -> None:
         "sched": state.sched.state_dict() if state.sched is not None else None,
         "history": state.history, "rng": rng_state(),
         "streams": {k: g.get_state() for k, g in state.streams.items()},
+        "early_stopping": {"best": state.stop_best, "wait": state.wait, "stopped_epoch": state.stopped_epoch},
     }
     write(payload, path)
 
@@ -74,6 +75,9 @@ def load(path: Path, state: State) -> State:
         state.sched.load_state_dict(payload["sched"])
     state.epoch, state.best, state.best_epoch = payload["epoch"], payload["best"], payload["best_epoch"]
     state.history = list(payload["history"])
+    early = payload.get("early_stopping") or {}  # absent in checkpoints written before early stopping
+    state.stop_best = early.get("best", float("nan"))
+    state.wait, state.stopped_epoch = early.get("wait", 0), early.get("stopped_epoch", 0)
     set_rng_state(payload["rng"])
     for k, g in state.streams.items():
         g.set_state(payload.get("streams", {})[k])

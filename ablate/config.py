@@ -144,10 +144,19 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return {k: v for k, v in out.items() if not (k == "design" or k.startswith("design."))}  # tags, not params
 
 
+# Options added after runs existed: hashed as absent while they are off, so a run from
+# before keeps its identity.
+OFF = {"data.val": "null", "train.early_stopping.patience": "null"}
+
+
 def fingerprint(cfg: DictConfig) -> str:
     """Stable hash of everything that changes results (see NON_RESULT_KEYS)."""
     params = flatten(cfg)
     kept = {k: v for k, v in params.items() if not is_non_result(k)}
+    for key, off in OFF.items():
+        if kept.get(key) == off:
+            parent = key.rsplit(".", 1)[0] if key.startswith("train.early_stopping") else key
+            kept = {k: v for k, v in kept.items() if not (k == parent or k.startswith(parent + "."))}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -208,6 +217,21 @@ def validate(cfg: DictConfig) -> None:
     sub = d.train_subset
     _check(sub is None or (isinstance(sub, int) and sub >= 1), "data.train_subset",
            "must be null or an integer >= 1", sub)
+    val = d.get("val")
+    _check(val is None or isinstance(val, DictConfig) or (isinstance(val, float) and 0 < val < 1)
+           or (isinstance(val, int) and not isinstance(val, bool) and val >= 1), "data.val",
+           "must be null, a fraction in (0, 1) (0.1), a count >= 1 (5000) or a node with _target_", val)
+    es = t.early_stopping
+    _check(es.patience is None or es.patience >= 1, "train.early_stopping.patience",
+           "must be null (off) or an integer >= 1", es.patience)
+    _check(es.min_delta >= 0, "train.early_stopping.min_delta", "must be a number >= 0", es.min_delta)
+    if es.patience is None and es.min_delta != 0:
+        raise ConfigError(f"train.early_stopping.min_delta={es.min_delta} changes nothing: early stopping is off. "
+                          f"Turn it on with `train.early_stopping.patience=<epochs>`, or remove min_delta.")
+    if es.patience is not None and val is None:
+        raise ConfigError(f"train.early_stopping.patience={es.patience} needs a validation split to stop on "
+                          f"(stopping on the test set would report a number it chose). Add one with "
+                          f"`data.val=0.1` (a fraction) or `data.val=5000` (a count).")
     _check(isinstance(d.memory_limit_mb, (int, float)) and d.memory_limit_mb >= 0, "data.memory_limit_mb",
            "must be a number >= 0", d.memory_limit_mb)
     _check(isinstance(d.num_workers, int) and d.num_workers >= 0, "data.num_workers",

@@ -280,16 +280,16 @@ class SeedPolicy:
 
     def for_objective(self, objective) -> SeedPolicy:
         """The policy deciding on the objective (ablate.metrics.Objective): its summary
-        metric. Another metric, even the objective's other selection, is refused: the
-        report judges the objective's column, and a comparison that stopped as decisive
-        must be clear there."""
+        metric on the split that chooses (`objective.decides`: the validation value with a
+        validation split, the test column without). Another metric, even the objective's
+        other selection, is refused: the report judges the objective, and a comparison
+        that stopped as decisive must be about it."""
         if self.metric is None:
-            return replace(self, metric=objective.column)
-        if self.metric != objective.column:
+            return replace(self, metric=objective.decides)
+        if self.metric != objective.decides:
             raise DesignError(f"hydra.sweeper.seeds.metric={self.metric}: the study's objective is "
-                              f"{objective.describe()}, so the seeds decide on {objective.column}, the column the "
-                              f"report judges. Drop the key, or choose the metric with objective.metric and "
-                              f"objective.select.")
+                              f"{objective.describe()}, so the seeds decide on {objective.decides}. Drop the "
+                              f"key, or choose the metric with objective.metric and objective.select.")
         return self
 
     @property

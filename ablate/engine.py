@@ -84,16 +84,21 @@ class State:
     sched: object
     per_batch: bool
     epoch: int = 0                    # last completed epoch (1-based)
-    best: float = math.nan            # the objective's best test value so far (its goal decides)
+    best: float = math.nan            # the objective's best value so far on the choosing split (val, else test)
     best_epoch: int = 0
     history: list = field(default_factory=list)
     streams: dict = field(default_factory=dict)  # source -> torch.Generator, when the sources are split
+    # early stopping (train.early_stopping): the best value by at least min_delta, the
+    # epochs since, and the epoch it stopped at (0: not stopped). In the checkpoint.
+    stop_best: float = math.nan
+    wait: int = 0
+    stopped_epoch: int = 0
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split, task: Task, batch_size: int) -> dict[str, float]:
+def evaluate(model: nn.Module, split, task: Task, batch_size: int, prefix: str = "test") -> dict[str, float]:
     """`loss` (the task's loss, averaged over batches weighted by their size) and every
-    test metric of the task, over a whole split."""
+    evaluation metric of the task as `<prefix>_<name>`, over a whole split."""
     model.eval()
     dev = next(model.parameters()).device
     loss = torch.zeros((), device=dev)
@@ -101,7 +106,7 @@ def evaluate(model: nn.Module, split, task: Task, batch_size: int) -> dict[str, 
         out, y = task.flat(model(x), y)
         loss += task.loss_fn(out, y) * len(x)
         task.update(task.metrics, out, y)
-    return {"loss": loss.item() / len(split), **task.compute(task.metrics, "test")}
+    return {"loss": loss.item() / len(split), **task.compute(task.metrics, prefix)}
 
 
 def train_epoch(state: State, data: Data, augment: Augment, task: Task, batch_size: int, bar) -> dict[str, float]:
@@ -134,7 +139,8 @@ def train_epoch(state: State, data: Data, augment: Augment, task: Task, batch_si
     return {"loss": loss_sum.item() / n, **task.compute(task.train_metrics, "train")}
 
 
-def _line(epoch: int, epochs: int, train: dict, test: dict, task: Task, n_test: int, lr: float, seconds: float) -> str:
+def _line(epoch: int, epochs: int, train: dict, test: dict, task: Task, n_test: int, lr: float, seconds: float,
+          val: dict | None = None) -> str:
     """The epoch's line; for accuracy, the seed's "Accuracy: correct/N (x%)" form."""
     def fmt(values: dict, prefix: str) -> str:
         return " ".join(f"{k[len(prefix) + 1:]} {v:.4f}" if task.metrics[k[len(prefix) + 1:]].unit != "%"
@@ -144,19 +150,37 @@ def _line(epoch: int, epochs: int, train: dict, test: dict, task: Task, n_test: 
         test_part = f"Accuracy: {round(test['test_acc'] * n_test / 100)}/{n_test} ({test['test_acc']:.2f}%)"
         rest = fmt({k: v for k, v in test.items() if k != "test_acc"}, "test")
         test_part += f", {rest}" if rest else ""
-    return (f"epoch {epoch}/{epochs}: train loss {train['loss']:.4f} {fmt(train, 'train')} | "
+    val_part = f"val loss {val['loss']:.4f} {fmt(val, 'val')} | " if val is not None else ""
+    return (f"epoch {epoch}/{epochs}: train loss {train['loss']:.4f} {fmt(train, 'train')} | {val_part}"
             f"Test set: Average loss: {test['loss']:.4f}, {test_part} | lr {lr:.5f} | {seconds:.1f}s")
+
+
+def stops(state: State, value: float, objective, patience: int, min_delta: float) -> bool:
+    """Early stopping, as Lightning's EarlyStopping: an epoch improves when it beats the
+    best so far by more than min_delta (in the objective's direction); after `patience`
+    epochs without one, training stops."""
+    if math.isnan(state.stop_best) or objective.sign * (value - state.stop_best) > min_delta:
+        state.stop_best, state.wait = value, 0
+    else:
+        state.wait += 1
+    return state.wait >= patience
 
 
 def fit(cfg, data: Data, state: State, task: Task, on_epoch: Callable[[State, dict], None] | None = None,
         progress: bool = True) -> State:
-    """Train from state.epoch + 1 to train.epochs, evaluating on the test set after
-    every epoch; `on_epoch` gets each epoch's metrics (logging, checkpoints)."""
+    """Train from state.epoch + 1 to train.epochs, evaluating on the validation split
+    (when the data has one) and the test split after every epoch; `on_epoch` gets each
+    epoch's metrics (logging, checkpoints). The validation split, else the test split,
+    chooses: the best epoch, the plateau scheduler's steps and early stopping."""
     t = cfg.train
     augment = Augment(cfg.augmentation, data.mean, data.std, generator=state.streams.get("augment"))
     batches = -(-len(data.train) // t.batch_size)
     objective = task.objective
+    early = t.get("early_stopping") or {}
+    patience = early.get("patience")
     for epoch in range(state.epoch + 1, t.epochs + 1):
+        if state.stopped_epoch:  # resumed after it had stopped early
+            break
         lr = state.opt.param_groups[0]["lr"]
         start = time.perf_counter()
         with tqdm(total=batches, desc=f"epoch {epoch}/{t.epochs}", disable=not progress,
@@ -166,21 +190,29 @@ def fit(cfg, data: Data, state: State, task: Task, on_epoch: Callable[[State, di
         if not math.isfinite(train["loss"]):  # checked once an epoch: no per-batch sync
             raise FloatingPointError(f"training diverged in epoch {epoch}: train loss is {train['loss']}. "
                                      f"Lower train.lr (now {t.lr}).")
+        val = evaluate(state.model, data.val, task, t.eval_batch_size, "val") if data.val is not None else None
         test = evaluate(state.model, data.test, task, t.eval_batch_size)
+        chooser = test if val is None else val
         if state.sched is not None and not state.per_batch:
             if isinstance(state.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                state.sched.step(test["loss"])
+                state.sched.step(chooser["loss"])
             else:
                 state.sched.step()
         state.epoch = epoch
-        value = test[objective.history]
+        value = chooser[objective.selector]
         if math.isnan(state.best) or objective.better(value, state.best):
             state.best, state.best_epoch = value, epoch
+        if patience is not None and stops(state, value, objective, patience, early.get("min_delta") or 0.0):
+            state.stopped_epoch = epoch
         metrics = {"train_loss": train["loss"], **{k: v for k, v in train.items() if k != "loss"},
+                   **({"val_loss": val["loss"], **{k: v for k, v in val.items() if k != "loss"}} if val else {}),
                    "test_loss": test["loss"], **{k: v for k, v in test.items() if k != "loss"},
                    "lr": lr, "epoch_seconds": seconds}
         state.history.append({"epoch": epoch, **metrics})
-        tqdm.write(_line(epoch, t.epochs, train, test, task, len(data.test), lr, seconds))
+        tqdm.write(_line(epoch, t.epochs, train, test, task, len(data.test), lr, seconds, val))
+        if state.stopped_epoch:
+            tqdm.write(f"early stopping after epoch {epoch}: {objective.selector} did not improve by more than "
+                       f"{early.get('min_delta') or 0.0} for {patience} epochs (best epoch {state.best_epoch})")
         if on_epoch is not None:
             on_epoch(state, metrics)
     return state

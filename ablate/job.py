@@ -31,6 +31,21 @@ def _threads(cfg) -> int:
     return max(1, cores // int(os.environ.get(tracking.ENV_JOBS, "1")))
 
 
+def _checked(cfg) -> tuple[str, torch.device, task.Task]:
+    """check's work, and what it built on the way: the fingerprint, device and task."""
+    try:
+        config.validate(cfg)
+        tracking.check_store(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment)
+        device = engine.resolve_device(cfg.device)
+        data.checked(cfg)
+        the_task = task.build(cfg)
+        check_model(cfg)
+        task.probe(the_task, cfg)
+        return config.fingerprint(cfg), device, the_task
+    except OmegaConfBaseException as exc:  # an interpolation to nowhere, a needed key deleted with ~
+        raise ConfigError(from_hydra(exc)) from None
+
+
 def check(cfg) -> str:
     """Everything that can be wrong with a job, before any run exists: its keys and
     values, the store, the device, the data (read once, checked against the task, its
@@ -39,17 +54,7 @@ def check(cfg) -> str:
     if "task" not in cfg:  # a user's own training loop (ablate.study): its config is its own
         from ablate import study
         return study.check(cfg)
-    try:
-        config.validate(cfg)
-        tracking.check_store(tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.experiment)
-        engine.resolve_device(cfg.device)
-        data.check(cfg)
-        the_task = task.build(cfg)
-        check_model(cfg)
-        task.probe(the_task, cfg)
-        return config.fingerprint(cfg)
-    except OmegaConfBaseException as exc:  # an interpolation to nowhere, a needed key deleted with ~
-        raise ConfigError(from_hydra(exc)) from None
+    return _checked(cfg)[0]
 
 
 def _fresh_state(cfg, tensors, device) -> engine.State:
@@ -81,7 +86,8 @@ class EngineBody(Body):
         return self.state.history
 
     def params(self) -> dict:
-        return {**config.flatten(self.cfg), "param_count": self.n_params}
+        drawn = {"data.val_draw": self.tensors.val_drawn} if self.tensors.val_drawn else {}
+        return {**config.flatten(self.cfg), **drawn, "param_count": self.n_params}
 
     def reset(self) -> None:
         self.state = _fresh_state(self.cfg, self.tensors, self.device)
@@ -102,16 +108,18 @@ class EngineBody(Body):
             run.log_epoch(st.epoch, metrics)
 
         engine.fit(self.cfg, self.tensors, self.state, self.task, on_epoch, progress=self.cfg.progress)
-        values = summary(self.state.history, self.task.objective, self.task.metrics)
+        goals = {f"{split}_{name}": m.goal for split in ("val", "test") for name, m in self.task.metrics.items()}
+        values = summary(self.state.history, self.task.objective, goals)
+        if self.cfg.train.early_stopping.patience is not None:
+            values["stopped_epoch"] = self.state.stopped_epoch or self.state.epoch  # the last epoch trained
         values["test_samples"] = len(self.tensors.test)  # the report's binomial floor of a test accuracy
         return values
 
 
 def train(cfg) -> Result:
     """Train one job and log it; the Python API behind `python -m ablate`."""
-    fp = check(cfg)
-    device = engine.resolve_device(cfg.device)
-    the_task = task.build(cfg).to(device)
+    fp, device, the_task = _checked(cfg)
+    the_task.to(device)
     result = execute(lambda: TrackedRun.claim(cfg, fp, the_task.objective),
                      lambda: EngineBody(cfg, the_task, device))
     if not result.skipped:

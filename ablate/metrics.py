@@ -194,7 +194,10 @@ def _bounds_text(bounds) -> str:
 @dataclass(frozen=True)
 class Objective:
     """What a study optimises: a task metric on the test split, its direction, and
-    which epoch's value counts. `bounds` are the metric's own, in its units."""
+    which epoch's value counts. `bounds` are the metric's own, in its units.
+    `chosen_on` is the split that chooses (the best epoch, a plateau's steps, early
+    stopping, adaptive stops, racing and greedy steps): `val` when the data has a
+    validation split, else `test` (and the test numbers are then optimistic)."""
     metric: str = "acc"
     goal: str = "max"
     select: str = "final"
@@ -202,6 +205,7 @@ class Objective:
     label: str = "accuracy"
     unit: str = "%"
     split: str = "test"   # the engine's metrics are per split; "none": a user's loop names them whole
+    chosen_on: str = "test"
 
     @property
     def history(self) -> str:
@@ -212,6 +216,26 @@ class Objective:
     def column(self) -> str:
         """The run's summary metric in MLflow: `final_test_acc`, `best_test_rmse`."""
         return f"{self.select}_{self.history}"
+
+    @property
+    def on_val(self) -> str:
+        """The history's validation counterpart: `val_acc` for `test_acc` (a user loop's
+        `test_acc` too); the history itself for a user loop's metric of another name."""
+        if self.split == "none":
+            return f"val_{self.metric[len('test_'):]}" if self.metric.startswith("test_") else self.metric
+        return f"val_{self.metric}"
+
+    @property
+    def selector(self) -> str:
+        """The per-epoch metric that chooses: `on_val` when a validation split chooses,
+        else the history's own."""
+        return self.on_val if self.chosen_on == "val" else self.history
+
+    @property
+    def decides(self) -> str:
+        """The summary metric that adaptive stopping, racing and the greedy path decide
+        on: `final_val_acc` with a validation split; the column without one."""
+        return f"{self.select}_{self.selector}"
 
     @property
     def other_select(self) -> str:
@@ -265,7 +289,7 @@ class Objective:
     def tags(self) -> dict[str, str]:
         return {f"{TAG}.metric": self.metric, f"{TAG}.goal": self.goal, f"{TAG}.select": self.select,
                 f"{TAG}.bounds": _bounds_text(self.bounds), f"{TAG}.label": self.label, f"{TAG}.unit": self.unit,
-                f"{TAG}.split": self.split}
+                f"{TAG}.split": self.split, f"{TAG}.chosen_on": self.chosen_on}
 
     @classmethod
     def from_tags(cls, tags: Mapping) -> Objective:
@@ -277,7 +301,7 @@ class Objective:
         bounds = tuple(None if b == "" else float(b) for b in str(get("bounds") or ",").split(","))
         return cls(str(get("metric")), str(get("goal")), str(get("select")), bounds,  # type: ignore[arg-type]
                    str(get("label") or get("metric")), "" if get("unit") in (None, "nan") else str(get("unit")),
-                   str(get("split") or "test"))
+                   str(get("split") or "test"), str(get("chosen_on") or "test"))
 
     @classmethod
     def from_runs(cls, runs) -> Objective:
@@ -287,7 +311,10 @@ class Objective:
         if col not in runs or runs[col].isna().all():
             return cls()
         keys = [c for c in runs.columns if c.startswith(f"tags.{TAG}.")]
-        distinct = runs[keys].fillna("").drop_duplicates()
+        distinct = runs[keys].fillna("")
+        if f"tags.{TAG}.chosen_on" in distinct:  # runs from before the tag were chosen on test
+            distinct[f"tags.{TAG}.chosen_on"] = distinct[f"tags.{TAG}.chosen_on"].replace("", "test")
+        distinct = distinct.drop_duplicates()
         if len(distinct) > 1:
             seen = ", ".join(f"{r[col]} (" + ", ".join(f"{k[len('tags.' + TAG) + 1:]} {r[k] or '-'}" for k in keys
                                                        if k != col) + ")" for _, r in distinct.iterrows())
@@ -312,4 +339,5 @@ def objective(cfg, metrics: Mapping[str, Metric]) -> Objective:
         raise ConfigError(f"objective.goal={o.goal}: {m.label} is better when "
                           f"{'higher' if m.goal == 'max' else 'lower'} (goal {m.goal}). Remove objective.goal, "
                           f"or set it to {m.goal}.")
-    return Objective(o.metric, m.goal, o.select, m.bounds, m.label, m.unit)
+    chosen_on = "test" if cfg.data.get("val") is None else "val"
+    return Objective(o.metric, m.goal, o.select, m.bounds, m.label, m.unit, chosen_on=chosen_on)

@@ -14,6 +14,7 @@ FINISHED, or against a store that is down).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -415,17 +416,38 @@ def execute(claim, make_body) -> Result:
                   values, body.history)
 
 
-def summary(history: list[dict], objective: Objective, metrics: dict) -> dict:
-    """The run's summary from its per-epoch history: `final_test_<m>` and `best_test_<m>`
-    (each metric's best by its own direction) for every test metric, and `best_epoch`,
-    the objective's best epoch. `metrics`: name -> ablate.metrics.Metric (for goals)."""
+def summary(history: list[dict], objective: Objective, goals: dict[str, str], returned: dict | None = None) -> dict:
+    """The run's summary metrics, for the engine and a user's loop alike.
+
+    history: per-epoch dicts ({"epoch": 1, "test_acc": 97.1, ...}); goals: per-epoch key
+    -> "max" | "min" for the keys summarised as `final_<k>` and `best_<k>`; returned: what
+    a user's function returned (each becomes `final_<k>` and wins over the last logged
+    value; with it, every logged key also gets its `final_<k>`).
+
+    `best_epoch` is the epoch whose `objective.on_val` is best (the validation
+    metric, when it was logged; else the objective's own). When the validation split
+    chose, `best_<k>` is every key's value at that epoch, as a val-monitored checkpoint
+    would give; when the test split chose, each key's best by its own goal (optimistic)."""
     out: dict[str, float] = {}
-    for name, m in metrics.items():
-        values = [h[f"test_{name}"] for h in history if f"test_{name}" in h]
-        if values:
-            out[f"final_test_{name}"] = values[-1]
-            out[f"best_test_{name}"] = max(values) if m.goal == "max" else min(values)
-    values = [h[objective.history] for h in history]
-    best = objective.best(values)
-    out["best_epoch"] = next(h["epoch"] for h in history if h[objective.history] == best)
+    if returned is not None:
+        out.update({f"final_{k}": v for h in history for k, v in h.items() if k != "epoch"})
+        out.update({f"final_{k}": v for k, v in returned.items()})
+    chooser = objective.on_val if any(objective.on_val in h for h in history) else objective.history
+    logged = [h for h in history if chooser in h]
+    if not logged:  # nothing logged per epoch: the returned value is the only one
+        out[f"best_{objective.history}"] = out[f"final_{objective.history}"]
+        out["best_epoch"] = 0
+        return out
+    best = objective.best([h[chooser] for h in logged])
+    at = next(h for h in logged if h[chooser] == best)
+    out["best_epoch"] = at["epoch"]
+    for key, goal in goals.items():
+        values = [h[key] for h in history if key in h]
+        if not values:
+            continue
+        out.setdefault(f"final_{key}", values[-1])
+        if chooser != objective.history:
+            out[f"best_{key}"] = at.get(key, math.nan)
+        else:
+            out[f"best_{key}"] = max(values) if goal == "max" else min(values)
     return out

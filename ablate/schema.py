@@ -32,6 +32,12 @@ class SeedsConf:
 
 
 @dataclass
+class EarlyStoppingConf:
+    patience: int | None = None     # epochs without improvement on the validation objective; null = off
+    min_delta: float = 0.0          # an improvement must beat the best by more than this (objective's units)
+
+
+@dataclass
 class TrainConf:
     epochs: int = 15
     batch_size: int = 128
@@ -39,6 +45,7 @@ class TrainConf:
     eval_batch_size: int = 1000     # evaluation only; does not change results
     threads: int | None = None      # torch threads per job; null = cores / parallel jobs
     channels_last: bool = True      # NHWC memory layout for 4-D inputs; same maths, faster conv kernels
+    early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
 
 
 @dataclass
@@ -124,7 +131,7 @@ BLOCK_KEYS = {"conv", "kernel", "padding"}
 # key is an argument of the `_target_` class.
 DATA_KEYS = ("name", "root", "download", "archives", "train_subset", "mean", "std", "channels", "height",
              "width", "num_classes", "memory_limit_mb", "num_workers", "standardize", "features", "seq_len",
-             "vocab_size", "targets", "train", "test")
+             "vocab_size", "targets", "train", "test", "val")
 
 
 def _refuse(key: str, allowed, what: str) -> ConfigError:

@@ -31,16 +31,19 @@ RESULT_MODULES = ("augment", "checkpoint", "config", "data", "engine", "kernels"
                   "study", "task")
 
 
-def _digest(files: list[Path]) -> str:
+def _digest(files: list[Path], base: Path | None = None) -> str:
     h = hashlib.sha256()
     for f in sorted(files):
-        h.update(f.name.encode())
+        h.update((f.relative_to(base).as_posix() if base else f.name).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
 
 def _ablate() -> str:
-    return _digest([HERE / f"{m}.py" for m in RESULT_MODULES])  # read each time: an edit counts at once
+    """ablate's result modules (a package: all its files); read each time, so an edit counts at once."""
+    files = [f for m in RESULT_MODULES
+             for f in ([HERE / f"{m}.py"] if (HERE / f"{m}.py").exists() else sorted((HERE / m).glob("*.py")))]
+    return _digest(files, HERE)
 
 
 def _installed(path: Path) -> bool:

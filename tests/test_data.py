@@ -13,13 +13,14 @@ from torchvision.transforms.v2.functional import to_image
 
 import ablate
 from ablate import data, task
+from ablate.data import items, sources
 from ablate.errors import ConfigError, DataError
 from conftest import REAL_DATA, make_digits, write_idx
 
 
 def test_tensors_are_normalised_on_the_device(overrides):
     cfg = ablate.compose([*overrides, "data.train_subset=100"])
-    d = data.load(cfg, torch.device("cpu"))
+    d = data.load(data.checked(cfg), torch.device("cpu"))
     assert d.train.x.shape == (100, 1, 28, 28) and d.test.x.shape == (128, 1, 28, 28)
     raw = (d.train.x * cfg.data.std + cfg.data.mean) * 255
     assert torch.allclose(raw, raw.round(), atol=1e-3)  # undoes to whole pixel values
@@ -28,24 +29,24 @@ def test_tensors_are_normalised_on_the_device(overrides):
 def test_torchvisions_arrays_are_what_its_items_give(tiny_data):
     """The fast path reads MNIST's .data/.targets; item by item gives the same tensors."""
     ds = MNIST(str(tiny_data), train=True)
-    fast_x, fast_y = data._arrays(ds)
-    slow_x, slow_y = data._items(ds, "mnist", progress=False)
+    fast_x, fast_y = items._arrays(ds)
+    slow_x, slow_y = items._items(ds, "mnist", progress=False)
     assert torch.equal(fast_x, slow_x) and torch.equal(fast_y, slow_y) and fast_x.shape == (512, 1, 28, 28)
 
 
 def test_cifar10_parses_and_derives_its_shape_and_statistics(cifar10):
     cfg = ablate.compose(["data=cifar10", f"data.root={cifar10}", "data.download=false",
                           "data.mean=null", "data.std=null"])
-    assert data.check(cfg) == 200
+    assert len(data.splits(data.checked(cfg)).train) == 200
     d = cfg.data
     assert (d.channels, d.height, d.width, d.num_classes) == (3, 32, 32, 10)  # classes from batches.meta
-    loaded = data.load(cfg, torch.device("cpu"))
+    loaded = data.load(data.checked(cfg), torch.device("cpu"))
     pixels = loaded.train.x * torch.tensor(list(d.std)).view(1, 3, 1, 1) + torch.tensor(list(d.mean)).view(1, 3, 1, 1)
     assert torch.allclose(pixels.mean((0, 2, 3)), torch.tensor(list(d.mean)), atol=1e-4)
     assert torch.allclose(loaded.train.x.std((0, 2, 3), unbiased=False), torch.ones(3), atol=2e-3)
     # the fast path's HWC -> CHW matches what CIFAR10 gives item by item (PIL images)
-    ds = data._read(data._key(d))[0].dataset
-    assert torch.equal(data._arrays(ds)[0][7], to_image(ds[7][0]).as_subclass(torch.Tensor))
+    ds = sources._read(sources._key(d))[0].dataset
+    assert torch.equal(items._arrays(ds)[0][7], to_image(ds[7][0]).as_subclass(torch.Tensor))
 
 
 class PILDigits(Dataset):
@@ -66,12 +67,13 @@ def test_a_users_set_with_pil_items_and_one_with_tensor_items(example_on_path):
     cfg = ablate.compose(["data._target_=test_data.PILDigits", "data.name=pil", "+data.n=64", "data.mean=null",
                           "data.std=null", "data.channels=null", "data.height=null", "data.width=null",
                           "data.num_classes=null"])
-    assert data.check(cfg) == 64 and (cfg.data.channels, cfg.data.height, cfg.data.num_classes) == (1, 28, 10)
+    assert len(data.splits(data.checked(cfg)).train) == 64
+    assert (cfg.data.channels, cfg.data.height, cfg.data.num_classes) == (1, 28, 10)
     assert 0 < cfg.data.mean[0] < 1
     digits = ablate.compose(["experiment=digits"], config_dir=example_on_path / "conf")
-    assert data.check(digits) == 1438  # float tensors in [0, 1], used as they are
+    assert len(data.splits(data.checked(digits)).train) == 1438  # float tensors in [0, 1], used as they are
     assert (digits.data.channels, digits.data.height, digits.data.width, digits.data.num_classes) == (1, 8, 8, 10)
-    assert data.load(digits, torch.device("cpu")).test.x.shape == (359, 1, 8, 8)
+    assert data.load(data.checked(digits), torch.device("cpu")).test.x.shape == (359, 1, 8, 8)
 
 
 def test_a_set_over_the_memory_limit_streams_through_the_same_engine(overrides):
@@ -79,7 +81,7 @@ def test_a_set_over_the_memory_limit_streams_through_the_same_engine(overrides):
     the same whether the test split is held or streamed."""
     held = ablate.compose([*overrides, "step=7"])
     streamed = ablate.compose([*overrides, "step=7", "data.memory_limit_mb=0"])
-    a, b = data.load(held, torch.device("cpu")), data.load(streamed, torch.device("cpu"))
+    a, b = data.load(data.checked(held), torch.device("cpu")), data.load(data.checked(streamed), torch.device("cpu"))
     assert isinstance(a.test, data.Tensors) and isinstance(b.test, data.Stream)
     from ablate import engine
     model = ablate.build_model(held)
@@ -100,7 +102,7 @@ def test_fashion_mnist_from_debian_style_archives(tmp_path):
         f.unlink()
     cfg = ablate.compose(["data=fashion_mnist", f"data.root={root}", f"data.archives={archives}",
                           "data.download=false"])
-    assert data.check(cfg) == 64
+    assert len(data.splits(data.checked(cfg)).train) == 64
     assert (root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
 
@@ -112,7 +114,7 @@ def test_a_read_only_root_is_left_alone(tmp_path, monkeypatch):
     try:
         archives = tmp_path / "none"
         archives.mkdir()
-        root = data._from_archives(FashionMNIST, str(shared), str(archives))
+        root = sources._from_archives(FashionMNIST, str(shared), str(archives))
         assert root == str(tmp_path / "home" / ".cache" / "ablate" / "data")
         assert list(shared.iterdir()) == []
     finally:
@@ -134,8 +136,8 @@ def mnist_copy(tmp_path, tiny_data):
 
 
 def check_root(root, *extra):
-    data._read.cache_clear()
-    return data.check(ablate.compose([f"data.root={root}", "data.download=false", *extra]))
+    sources._read.cache_clear()
+    return data.checked(ablate.compose([f"data.root={root}", "data.download=false", *extra]))
 
 
 def test_a_label_outside_the_classes_names_the_label_file(mnist_copy):
@@ -175,6 +177,6 @@ def test_image_and_label_counts_must_agree(mnist_copy):
                     reason=f"real MNIST not found at {REAL_DATA}/MNIST/raw (set ABLATE_DATA_DIR)")
 def test_real_mnist_loads_with_its_known_sizes():
     cfg = ablate.compose([f"data.root={REAL_DATA}", "data.download=false"])
-    d = data.load(cfg, torch.device("cpu"))
+    d = data.load(data.checked(cfg), torch.device("cpu"))
     assert len(d.train) == 60_000 and len(d.test) == 10_000
     assert abs(d.train.x.mean().item()) < 0.01 and abs(d.train.x.std().item() - 1) < 0.01

@@ -291,9 +291,10 @@ def test_a_report_over_runs_ablate_did_not_write_is_one_line(tmp_path, capsys):
 
 
 def test_progress_false_hides_the_data_reading_bar(tmp_path, capsys):
-    from ablate import data
-    data._read.cache_clear()
+    from ablate.data import items as reading
+    from ablate.data import sources
+    sources._read.cache_clear()
     items = [(f"{i}", i % 2) for i in range(25_000)]  # over the bar's 20,000-item threshold
     with pytest.raises(DataError):
-        data._items(items, "x", progress=False)
+        reading._items(items, "x", progress=False)
     assert "reading x" not in capsys.readouterr().err

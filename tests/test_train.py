@@ -89,7 +89,7 @@ def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout):
     so float32 runs drift apart by 1e-3 within 16 steps whatever the maths. Dropout
     draws its positions in memory order, so both runs share a layout."""
     cfg = ablate.compose([*overrides, "step=7", "train.epochs=2"])
-    tensors = data.load(cfg, torch.device("cpu"))
+    tensors = data.load(data.checked(cfg), torch.device("cpu"))
     tensors = dataclasses.replace(tensors, train=data.Tensors(tensors.train.x.double(), tensors.train.y),
                                   test=data.Tensors(tensors.test.x.double(), tensors.test.y))
     histories = []
