@@ -220,9 +220,10 @@ class Objective:
     @property
     def on_val(self) -> str:
         """The history's validation counterpart: `val_acc` for `test_acc` (a user loop's
-        `test_acc` too); the history itself for a user loop's metric of another name."""
-        if self.split == "none":
-            return f"val_{self.metric[len('test_'):]}" if self.metric.startswith("test_") else self.metric
+        `test_acc` or `test/acc` too); the history itself for a user loop's metric of
+        another name."""
+        if self.split == "none":  # `test_acc` -> `val_acc`, Lightning's `test/acc` -> `val/acc`
+            return f"val{self.metric[4:]}" if self.metric.startswith(("test_", "test/")) else self.metric
         return f"val_{self.metric}"
 
     @property

@@ -443,7 +443,9 @@ def summary(history: list[dict], objective: Objective, goals: dict[str, str], re
     out["best_epoch"] = at["epoch"]
     for key, goal in goals.items():
         values = [h[key] for h in history if key in h]
-        if not values:
+        if not values:  # only returned (a test run once, at the end): that value is its best
+            if f"final_{key}" in out:
+                out.setdefault(f"best_{key}", out[f"final_{key}"])
             continue
         out.setdefault(f"final_{key}", values[-1])
         if chooser != objective.history:
