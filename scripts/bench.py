@@ -105,7 +105,7 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
     else:
         from omegaconf import OmegaConf
         OmegaConf.update(cfg, "data.train_subset", None if batches is None else n_train)
-        tensors = data_mod.load(cfg, dev)
+        tensors = data_mod.load(data_mod.checked(cfg), dev)
         if spec["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         state = engine.State(model, opt, sched, per_batch)
