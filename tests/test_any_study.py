@@ -146,8 +146,8 @@ def test_only_the_model_data_loss_and_metric_nodes_are_instantiated(overrides, s
             ablate.train(ablate.compose([*overrides, *extra]))
     assert not (tmp_path / "pwned").exists()
     package = Path(ablate.__file__).resolve().parent
-    builders = {p.name for p in package.glob("*.py") if "instantiate(" in p.read_text()}
-    assert builders == {"model.py", "data.py", "task.py", "metrics.py"}
+    builders = {p.relative_to(package).as_posix() for p in package.rglob("*.py") if "instantiate(" in p.read_text()}
+    assert builders == {"model.py", "data/sources.py", "task.py", "metrics.py"}
 
 
 def test_a_users_model_resumes_from_its_checkpoint_to_the_same_result(example_on_path, tmp_path, monkeypatch):

@@ -321,7 +321,7 @@ def test_the_test_sets_binomial_floor_stands_beside_the_seed_spread():
     base = rep.arms.set_index("arm").loc["baseline"]
     p = base["final_test_acc_mean"] / 100  # about 0.994: sqrt(p (1 - p) / 10,000) is about 0.077 pp
     assert base["floor"] == pytest.approx(100 * math.sqrt(p * (1 - p) / 10_000))
-    assert re.search(r"binomial noise √\(p\(1−p\)/N\) is 0\.0[78] pp", report.design_noise(rep))
+    assert re.search(r"binomial noise √\(p\(1−p\)/N\) is 0\.0[78] pp", report.noise(rep))
 
 
 def test_report_tex_is_a_booktabs_table_of_arms_and_effects(tmp_path):
@@ -377,7 +377,7 @@ def test_tex_captions_are_escaped_and_say_how_effects_were_paired(tmp_path):
 
 
 def test_the_seeds_decide_on_the_column_the_report_judges():
-    with pytest.raises(designs.DesignError, match="the column the report judges"):
+    with pytest.raises(designs.DesignError, match="so the seeds decide on final_test_acc"):
         SeedPolicy(metric="best_test_acc").for_objective(Objective())
 
 
