@@ -135,8 +135,8 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
                     out[dotted] = model_string(node)  # the block list as one readable param
                 elif key != "head" or prefix != "model" or "_target_" in node:
                     walk(value, dotted)
-        elif isinstance(node, ListConfig):
-            out[prefix] = json.dumps(OmegaConf.to_container(node))
+        elif isinstance(node, ListConfig):  # dicts inside by sorted keys: their order is not the config's
+            out[prefix] = json.dumps(OmegaConf.to_container(node), sort_keys=True)
         else:
             out[prefix] = "null" if node is None else str(node)
 

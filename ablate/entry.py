@@ -29,6 +29,7 @@ def task(fn):
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
         errors.report_hydras_errors()  # composed: from here on a crash is Hydra's to report
+        from ablate.run import Interrupted
         try:
             return fn(cfg)
         except errors.AblateError as exc:
@@ -36,6 +37,14 @@ def task(fn):
                 raise  # the sweep records it as a failed job
             print(f"ablate: {exc}", file=sys.stderr)
             sys.exit(2)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise  # the launcher's to handle (submitit requeues on it)
+            sigterm = isinstance(exc, Interrupted)
+            run = getattr(exc, "ablate_run", None)
+            said = f"run {run} is KILLED; rerun the same command to resume it" if run else "no run was started"
+            print(f"ablate: stopped by {'SIGTERM' if sigterm else 'SIGINT'}: {said}.", file=sys.stderr)
+            sys.exit(143 if sigterm else 130)  # 128 + the signal, as a shell reports it
     task_function.__ablate_tracks__ = True
     return task_function
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from hydra.utils import to_absolute_path
 from mlflow.entities import Param, RunData, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
@@ -46,16 +47,28 @@ class Result:
     skipped: bool = False
 
 
-def checkpoint_path(run_info) -> Path:
-    """Next to the run's artifacts when they are local files; else (a tracking
-    server's artifact store) under <launch dir>/checkpoints/<run id>/."""
-    uri = run_info.artifact_uri
-    if "://" not in uri and not uri.startswith("file:"):  # a plain path (a folder named `q?a` stays whole)
-        return Path(uri).parent / "checkpoint.pt"
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path)).parent / "checkpoint.pt"
-    return tracking.launch_dir() / "checkpoints" / run_info.run_id / "checkpoint.pt"
+def checkpoint_root(tracking_cfg) -> Path:
+    """Where new runs' checkpoints go: `tracking.checkpoint_dir` (a relative one from the
+    launch folder), else `<launch dir>/checkpoints`; the same with hydra.job.chdir=true
+    and whatever the store, a tracking server's included."""
+    given = tracking_cfg.get("checkpoint_dir") if tracking_cfg is not None else None
+    return Path(to_absolute_path(str(Path(given).expanduser()))) if given else tracking.launch_dir() / "checkpoints"
+
+
+def checkpoint_path(run, root: Path | None = None) -> Path:
+    """A run's checkpoint file: the path its tag `ablate.checkpoint` recorded when it
+    started, so a rerun from another folder or job directory finds it. A run from before
+    the tag kept it beside its local artifacts, or under <launch dir>/checkpoints/<run
+    id>/ (a server's artifact store); a new one goes to `root`/<run id>/checkpoint.pt."""
+    if tagged := run.data.tags.get(tracking.CHECKPOINT):
+        return Path(tagged)
+    info = run.info
+    parsed = urlparse(info.artifact_uri or "")
+    if parsed.scheme == "file" or (parsed.scheme == "" and info.artifact_uri):  # local artifacts: the old place
+        old = Path(unquote(parsed.path) if parsed.scheme else info.artifact_uri).parent / "checkpoint.pt"
+        if old.exists() or root is None:
+            return old
+    return (root or tracking.launch_dir() / "checkpoints") / info.run_id / "checkpoint.pt"
 
 
 class Interrupted(BaseException):
@@ -122,6 +135,7 @@ class TrackedRun:
         self.resumable = resumable
         self.extra_tags: dict[str, str] = {}  # set before start: more tags for a new run
         self._superseded: list[tuple[object, str]] = []  # (run, why): closed KILLED when this one starts
+        self._checkpoint: Path | None = None
         self.uri, self.grace = tracking.resolve_uri(cfg.tracking.uri), cfg.tracking.grace_s
         self.exp_id = tracking.ensure_experiment(self.uri, cfg.tracking.experiment)
         self.client = MlflowClient(self.uri)
@@ -170,14 +184,14 @@ class TrackedRun:
                                                 "of its config trains from the start in a new run"))
             return None
         for r in [r for r in unfinished if (why := source.changed(r.data.tags, self.code))]:
-            if r.info.status != "FAILED" or checkpoint_path(r.info).exists():
+            if r.info.status != "FAILED" or checkpoint_path(r).exists():
                 log.warning(f"Not resuming run {r.info.run_id} ({r.info.status}): {why}, and one run must not hold "
                             f"epochs of two codes. Training this config from epoch 0 in a new run.")
                 self._superseded.append((r, f"not resumed: {why}"))
             unfinished.remove(r)
         if self.cfg.tracking.checkpoints:
             for r in unfinished:
-                if checkpoint_path(r.info).exists():
+                if checkpoint_path(r).exists():
                     return r
         return next((r for r in unfinished if r.info.status == "KILLED"), None)
 
@@ -255,6 +269,9 @@ class TrackedRun:
             self.done = self._busy(rival, "started a moment earlier")
             raise Busy(rival.info.run_id)
         self.run = run
+        if self.cfg.tracking.checkpoints:  # recorded, so a rerun from any folder finds it
+            self._checkpoint = checkpoint_root(self.cfg.tracking) / run.info.run_id / "checkpoint.pt"
+            self.client.set_tag(run.info.run_id, tracking.CHECKPOINT, str(self._checkpoint))
 
     def supersede(self, old, why: str) -> None:
         """Close an earlier run of this config that will never go on: KILLED if it was
@@ -279,7 +296,11 @@ class TrackedRun:
 
     @property
     def checkpoint(self) -> Path | None:
-        return checkpoint_path(self.run.info) if self.cfg.tracking.checkpoints else None
+        if not self.cfg.tracking.checkpoints:
+            return None
+        if self._checkpoint is None:
+            self._checkpoint = checkpoint_path(self.run, checkpoint_root(self.cfg.tracking))
+        return self._checkpoint
 
     # ------------------------------------------------------------------ log
 
@@ -333,11 +354,12 @@ class TrackedRun:
                 yield self
         except tracking.StoreError:
             raise  # the store is down: nothing can be recorded there; the checkpoint is kept
-        except (KeyboardInterrupt, Interrupted, SystemExit):
+        except (KeyboardInterrupt, Interrupted, SystemExit) as exc:
             # SystemExit: submitit's preemption handler requeues the job and exits from
             # inside training. KILLED, so the requeued job resumes it.
             with tracking.quick_requests():
                 self.client.set_terminated(self.run_id, "KILLED")
+            exc.ablate_run = f"{self.run_id} ({self.run.info.run_name})"  # for the one line that says so
             raise
         except Exception as exc:
             with tracking.quick_requests():
@@ -392,7 +414,7 @@ def execute(claim, make_body) -> Result:
         else:
             body.reset()
         if run.resume is not None and run.cfg.tracking.checkpoints and (
-                saved := checkpoint_path(run.resume.info)).exists():
+                saved := checkpoint_path(run.resume)).exists():
             try:
                 body.load(saved, run.resume.info.run_id)
             except Exception as exc:  # a model whose shapes changed, a torn, foreign or unsafe file: never stuck

@@ -69,6 +69,7 @@ class TrackingConf:
     uri: str | None = None
     experiment: str = "ablate"
     checkpoints: bool = True
+    checkpoint_dir: str | None = None  # null = <launch dir>/checkpoints; each run's file is in <dir>/<run id>/
     grace_s: float = 300.0
     heartbeat_s: float = 1800.0
     on_running: str = "skip"

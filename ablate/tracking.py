@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -33,6 +34,7 @@ SWEPT = "ablate.swept"  # on a sweep's parent run: the keys its command line var
 OVERRIDES = "ablate.overrides"
 ERROR = "ablate.error"
 SUPERSEDED = "ablate.superseded"  # on a run closed because another run of its config took over: why
+CHECKPOINT = "ablate.checkpoint"  # the run's checkpoint file, as its first job placed it
 RUN_LOCAL = "ablate.run_local"  # a user's job's values that say where or when it ran (JSON), not what
 OWNER, HEARTBEAT = "ablate.owner", "ablate.heartbeat"  # host:pid of the job training a run, and when it last said so
 DESIGN, DESIGN_KIND, ARM = "ablate.design", "ablate.design.kind", "ablate.arm"
@@ -53,9 +55,15 @@ def launch_dir() -> Path:
 
 
 def resolve_uri(uri: str | None) -> str:
-    """Absolute tracking URI; None means MLflow's embedded sqlite store in the launch dir."""
+    """Absolute tracking URI. None means MLflow's own MLFLOW_TRACKING_URI when the shell
+    sets it, else MLflow's embedded sqlite store in the launch dir. A store that lives
+    only in memory is refused: every job and the report must see the same runs."""
     if not uri:
-        return sqlite_uri(launch_dir() / "mlflow.db")
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        return resolve_uri(env) if env else sqlite_uri(launch_dir() / "mlflow.db")
+    if uri.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite:") or ":memory:" in uri or "mode=memory" in uri:
+        raise StoreError(f"tracking.uri={uri} is a store in memory: each job would see its own, empty one, and "
+                         f"nothing would be left to report. Use a file, sqlite:///path/mlflow.db, or a server.")
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return sqlite_uri((launch_dir() / unquote(uri[len("sqlite:///"):])).resolve())
     if "://" not in uri:  # a plain path: a file store
@@ -176,6 +184,16 @@ def _lock(uri: str):
         os.close(fd)
 
 
+def safe_name(name: str) -> str:
+    """A name as one folder name: itself when it is plain (letters, digits, `._-`, not
+    starting with a dot); else its plain characters and a digest, so `../../x` or `a/b`
+    never becomes a path out of its folder, and two names never share one."""
+    if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}", name):
+        return name
+    plain = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:60]
+    return f"{plain or 'experiment'}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """Create the store (its schema migration) and the experiment once; return its id.
     Artifacts go to <launch dir>/mlruns for a local sqlite store, as MLflow's default."""
@@ -190,7 +208,7 @@ def _ensure_experiment(uri: str, name: str) -> str:
         return exp.experiment_id
     location = None
     if (db := sqlite_file(uri)) is not None:  # artifacts beside the db, whatever the cwd
-        location = (db.parent / "mlruns" / name).as_uri()
+        location = (db.parent / "mlruns" / safe_name(name)).as_uri()
     try:  # the kind tag opens MLflow 3's UI on its training-runs view, not GenAI's
         return client.create_experiment(name, artifact_location=location,
                                         tags={"mlflow.experimentKind": "custom_model_development"})

@@ -15,6 +15,15 @@ REPO = Path(__file__).resolve().parent.parent
 REAL_DATA = Path(os.environ.get("ABLATE_DATA_DIR", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_store():
+    """mlflow.set_tracking_uri, which a test's helper calls to read a store, also sets
+    MLFLOW_TRACKING_URI, and ablate honours that variable: each test starts without it,
+    as a fresh shell does."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+
+
 def write_idx(raw: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
     """IDX files as LeCun's originals: big-endian magic, dims, then uint8 data."""
     raw.mkdir(parents=True, exist_ok=True)

@@ -91,7 +91,7 @@ def test_a_checkpoint_that_does_not_load_starts_a_new_run(user_code, store, monk
     preempt_after(1, cfg(), monkeypatch)
     killed = mlflow.MlflowClient(store).search_runs(["1"])[0]
     from ablate.run import checkpoint_path
-    checkpoint_path(killed.info).write_bytes(b"not a checkpoint")
+    checkpoint_path(killed).write_bytes(b"not a checkpoint")
     with caplog.at_level(logging.WARNING, logger="ablate.run"):
         result = ablate.train(cfg())
     assert result.run_id != killed.info.run_id and len(result.history) == 3
@@ -149,7 +149,7 @@ def test_any_folder_name_gets_its_own_store(tmp_path, folder):
     client = mlflow.MlflowClient(tracking.resolve_uri(None))
     run = client.create_run(client.get_experiment_by_name("ablate").experiment_id)
     from ablate.run import checkpoint_path
-    assert str(checkpoint_path(run.info)).startswith(str(sibling))
+    assert str(checkpoint_path(run)).startswith(str(sibling))
 
 
 # ---------------------------------------------------------------- 4. jobs that fail before their run exists

@@ -26,8 +26,8 @@ def finished_runs(db: Path, experiment="ablate"):
 
 
 def final_weights(run_id: str, store: str) -> dict:
-    uri = mlflow.MlflowClient(store).get_run(run_id).info.artifact_uri
-    return torch.load(Path(uri.removeprefix("file://")).parent / "checkpoint.pt", weights_only=True)["model"]
+    from ablate.run import checkpoint_path
+    return torch.load(checkpoint_path(mlflow.MlflowClient(store).get_run(run_id)), weights_only=True)["model"]
 
 
 @pytest.mark.slow
@@ -72,17 +72,22 @@ def test_kill_9_then_rerun_resumes_to_the_same_result(tmp_path, tiny_data):
 
 
 @pytest.mark.slow
-def test_sigterm_marks_the_run_killed_and_a_rerun_resumes_it(tmp_path, tiny_data):
-    args = [f"data.root={tiny_data}", *FAST, "train.epochs=8"]
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")])
+def test_a_stop_signal_marks_the_run_killed_in_one_line_and_a_rerun_resumes_it(tmp_path, tiny_data, sig, code, name):
+    args = [f"data.root={tiny_data}", *FAST, "train.epochs=40"]  # long enough that the signal lands mid-run
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a job started in the background inherits SIGINT ignored, and Python keeps it so
     proc = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:
-        if line.startswith("epoch 2/8"):
-            proc.send_signal(signal.SIGTERM)
+        if line.startswith("epoch 2/40"):
+            proc.send_signal(sig)
             break
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, out[-2000:] + err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(f"ablate: stopped by {name}: run "), err
+    assert "is KILLED; rerun the same command to resume it." in err
     assert list(finished_runs(tmp_path / "mlflow.db")["status"]) == ["KILLED"]
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 0 and "Resuming run" in again.stdout

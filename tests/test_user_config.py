@@ -145,7 +145,7 @@ def test_a_checkpoint_that_does_not_load_safely_closes_its_run_and_starts_afresh
     class Planted:
         def __reduce__(self):
             return (Path.touch, (tmp_path / "PWNED",))
-    torch.save({"state": Planted(), "epoch": 1, "history": []}, checkpoint_path(old.info))
+    torch.save({"state": Planted(), "epoch": 1, "history": []}, checkpoint_path(old))
     seen = []
     study.run(lambda cfg, run: seen.append(run.resume) or {"acc": 2.0}, cfg)
     assert seen == [None] and not (tmp_path / "PWNED").exists()
@@ -326,7 +326,7 @@ def test_a_checkpoint_of_another_run_is_never_resumed(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         study.run(stops, _user_loop_cfg(tmp_path, seed=2))
     done, killed = sorted(client.search_runs(["1"]), key=lambda r: r.data.params["seed"])
-    checkpoint_path(killed.info).write_bytes(checkpoint_path(done.info).read_bytes())  # another run's file
+    checkpoint_path(killed).write_bytes(checkpoint_path(done).read_bytes())  # another run's file
     seen = []
     study.run(lambda cfg, run: seen.append(run.resume) or {"acc": 2.0}, _user_loop_cfg(tmp_path, seed=2))
     assert seen == [None]

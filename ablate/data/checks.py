@@ -154,8 +154,7 @@ def check(cfg) -> dict:
     elif train.target_kind == "float":
         _agree(d, "targets", train.targets.shape[1] if train.targets is not None else None)
         derived["targets"] = int(train.targets.shape[1]) if train.targets is not None else d.get("targets")
-        if train.targets is not None and not torch.isfinite(train.targets).all():
-            raise DataError(f"data={d.name}: the training targets hold NaN or inf. Fix or drop those samples.")
+    _finite(d, every)
     n, sub = len(train), d.train_subset
     if sub is not None and sub > n:
         held = f" once data.val={d.val} is held out" if val is not None and val.drawn else ""
@@ -179,6 +178,21 @@ def fill(cfg, derived: dict) -> None:
     with open_dict(cfg.data):
         for key, value in derived.items():
             cfg.data[key] = value
+
+
+def _finite(d, every: list[Split]) -> None:
+    """One pass over every float tensor of every split held in memory: a NaN or inf in
+    the data is a data error, named with its item, not a divergence in epoch 1 (whose
+    fix would be the learning rate). A streamed set is not scanned: it is read while it trains."""
+    for split in every:
+        for what, t in (("input", split.inputs), ("target", split.targets)):
+            if t is None or not t.is_floating_point():
+                continue
+            bad = ~torch.isfinite(t.reshape(len(t), -1)).all(1)
+            if bad.any():
+                i = int(bad.nonzero()[0])
+                raise DataError(f"data={d.name}: the {what} of item {i} in {split.source} holds NaN or inf "
+                                f"({int(bad.sum())} items do). Fix or drop those samples in the data set.")
 
 
 def _unread(cfg, train: Split, derived: dict) -> None:

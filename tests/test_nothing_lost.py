@@ -1,0 +1,149 @@
+"""Nothing lost, nothing stuck, nothing left behind: checkpoints in one recorded place,
+stores that would lie, names that would become paths, data that is not finite, user
+intent kept, and stop signals in one line. Each kind with the issue's input and another
+of the same kind."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import ablate
+from ablate import config, job, tracking
+from ablate.errors import DataError
+from ablate.run import checkpoint_path
+from conftest import run_cli, start_server, stop
+
+FAST = ["train.batch_size=64", "progress=false", "data.download=false"]
+
+
+# ----------------------------------------------------------------------------- 1. checkpoints: one recorded place
+
+def test_a_runs_checkpoint_lives_under_the_launch_folder_and_its_tag_says_where(overrides, store, tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = ablate.train(ablate.compose(overrides))
+    run = mlflow.MlflowClient(store).get_run(result.run_id)
+    where = Path(run.data.tags[tracking.CHECKPOINT])
+    assert where == tmp_path / "checkpoints" / result.run_id / "checkpoint.pt" and where.exists()
+    assert checkpoint_path(run) == where
+    mine = tmp_path / "ckpts"
+    other = ablate.train(ablate.compose([*overrides, "seed=1", f"tracking.checkpoint_dir={mine}"]))
+    assert checkpoint_path(mlflow.MlflowClient(store).get_run(other.run_id)) == mine / other.run_id / "checkpoint.pt"
+
+
+@pytest.mark.parametrize("artifact_uri", ["mlflow-artifacts:/1/abc/artifacts", "s3://bucket/1/abc/artifacts",
+                                          "http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/1/abc"])
+def test_a_run_from_before_the_tag_with_remote_artifacts_is_looked_for_under_the_launch_folder(artifact_uri,
+                                                                                               tmp_path, monkeypatch):
+    """`mlflow-artifacts:/1/...` has one slash: it once became a cwd-relative folder."""
+    monkeypatch.chdir(tmp_path)
+    run = mlflow.entities.Run(mlflow.entities.RunInfo("abc", "1", "u", "RUNNING", 0, None, "active",
+                                                      artifact_uri=artifact_uri), mlflow.entities.RunData())
+    assert checkpoint_path(run) == tmp_path / "checkpoints" / "abc" / "checkpoint.pt"
+
+
+@pytest.mark.slow
+def test_kill_9_with_chdir_on_a_tracking_server_resumes_into_the_same_run(tmp_path, tiny_data):
+    """The issue's repro: a real `mlflow server` on loopback, hydra.job.chdir=true,
+    kill -9 after epoch 3, rerun: the same run resumes, every epoch logged once."""
+    url, server = start_server(tmp_path / "server")
+    try:
+        args = [f"data.root={tiny_data}", *FAST, "hydra.job.chdir=true", "train.epochs=20", "seed=4",
+                f"tracking.uri={url}"]
+        proc = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        for line in proc.stdout:
+            if line.startswith("epoch 3/20"):
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait()
+        again = run_cli(args, cwd=tmp_path)
+        assert again.returncode == 0 and "Resuming run" in again.stdout, again.stdout[-2000:] + again.stderr
+        client = mlflow.MlflowClient(url)
+        runs = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "test_acc"))
+        assert steps == list(range(1, 21))
+        assert Path(runs[0].data.tags[tracking.CHECKPOINT]).is_relative_to(tmp_path / "checkpoints")
+        assert not list(tmp_path.glob("**/mlflow-artifacts:*"))
+    finally:
+        stop(server)
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", "/abs/olute", "x\\..\\..\\y"])
+def test_an_experiment_name_never_becomes_a_path_out_of_the_store(tmp_path, name):
+    uri = tracking.sqlite_uri(tmp_path / "store" / "mlflow.db")
+    exp = mlflow.MlflowClient(uri).get_experiment(tracking.ensure_experiment(uri, name))
+    where = Path(exp.artifact_location.removeprefix("file://"))
+    assert where.parent == tmp_path / "store" / "mlruns" and where.name not in ("", ".", "..")
+    assert tracking.safe_name(name) != tracking.safe_name(name + "_")  # two names never share a folder
+    assert tracking.safe_name("ablate") == "ablate"
+
+
+# ----------------------------------------------------------------------------- 3. stores and data that would lie
+
+@pytest.mark.parametrize("uri", ["sqlite:///:memory:", "sqlite://", "sqlite:///file:x?mode=memory&cache=shared"])
+def test_a_store_in_memory_is_refused_in_one_line(uri):
+    with pytest.raises(tracking.StoreError, match="a store in memory"):
+        tracking.resolve_uri(uri)
+
+
+def test_mlflows_own_environment_variable_is_honoured_and_tracking_uri_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "elsewhere.db").join(["sqlite:///", ""]))
+    assert tracking.resolve_uri(None) == tracking.sqlite_uri(tmp_path / "elsewhere.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel.db")  # relative: from the launch folder
+    assert tracking.resolve_uri(None) == tracking.sqlite_uri(tmp_path / "rel.db")
+    assert tracking.resolve_uri("sqlite:///given.db") == tracking.sqlite_uri(tmp_path / "given.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///:memory:")
+    with pytest.raises(tracking.StoreError):
+        tracking.resolve_uri(None)
+
+
+class NanFeatures(Dataset):
+    """Feature vectors with one NaN (or inf) planted in item 5 of the training split."""
+
+    def __init__(self, root, train=True, download=False, bad="missing"):
+        rng = np.random.default_rng(0 if train else 1)
+        self.x = rng.normal(size=(40, 6)).astype(np.float32)
+        self.y = rng.integers(0, 3, 40)
+        if train:
+            self.x[5, 2] = {"missing": np.nan, "overflow": np.inf}[bad]
+        self.classes = ["a", "b", "c"]
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.x[i]), int(self.y[i])
+
+
+@pytest.mark.parametrize("bad", ["missing", "overflow"])  # NaN, inf
+def test_a_nan_in_the_training_data_is_a_data_error_before_any_run(store, bad, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    cfg = ablate.compose([f"tracking.uri={store}", "data._target_=test_nothing_lost.NanFeatures", "data.name=nan",
+                          f"+data.bad={bad}", *[f"data.{k}=null" for k in ("mean", "std", "channels", "height",
+                                                                         "width", "num_classes")]])
+    with pytest.raises(DataError, match=r"the input of item 5 in .* holds NaN or inf") as err:
+        job.check(cfg)
+    assert "train.lr" not in str(err.value) and "\n" not in str(err.value)
+    assert mlflow.MlflowClient(store).search_experiments()[0].name != "ablate" or not mlflow.MlflowClient(
+        store).search_runs(["1"])
+
+
+# ----------------------------------------------------------------------------- 4. intent
+
+def test_dict_key_order_inside_a_list_is_not_identity(tiny_data):
+    """`[{width:32,act:relu}]` and `[{act:relu,width:32}]` are one config; another value is not."""
+    a, b, c = (ablate.compose([f"data.root={tiny_data}", f"+extra=[{v}]"])
+               for v in ("{width:32,act:relu}", "{act:relu,width:32}", "{act:relu,width:64}"))
+    assert config.flatten(a)["extra"] == config.flatten(b)["extra"] != config.flatten(c)["extra"]
+    assert config.fingerprint(a) == config.fingerprint(b) != config.fingerprint(c)
