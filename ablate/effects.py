@@ -162,11 +162,7 @@ def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict, objective: Obj
         if design.kind == "factorial":
             row.update({f"level.{f}": v for f, v in design.levels(arm).items()})
         for m in _metrics(objective):
-            x = done[f"metrics.{m}"].to_numpy(dtype=float)
-            row[f"{m}_mean"] = float(x.mean()) if len(x) else math.nan
-            row[f"{m}_std"] = float(x.std(ddof=1)) if len(x) > 1 else math.nan
-            row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = stats.t_interval(x, objective.bounds)
-            row[f"{m}_spread"] = not stats.no_spread(x)
+            row.update({f"{m}_{k}": v for k, v in stats.describe(done[f"metrics.{m}"], objective.bounds).items()})
         if has_floor(objective, runs) and "metrics.test_samples" in done:
             row["floor"] = binomial_floor(row[f"{objective.column}_mean"], done["metrics.test_samples"].max())
         rows.append(row)

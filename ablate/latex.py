@@ -78,7 +78,7 @@ def tables(arms: pd.DataFrame, effects: pd.DataFrame, o: Objective, rule: Rule, 
                                                      for _, r in arms.iterrows()],
     })
     out = [_latex(arm_table, escape(f"{named}{unit}: mean ") + "$\\pm$"
-                  + escape(" std over seeds (best: its epoch was chosen on the test set, so it is optimistic)."),
+                  + escape(f" std over seeds (best: {o.chosen_words})."),
                   f"tab:{label}-arms")]
     if len(effects):
         units = f" ({o.units})" if o.units else ""

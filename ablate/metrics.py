@@ -233,6 +233,13 @@ class Objective:
         return self.on_val if self.chosen_on == "val" else self.history
 
     @property
+    def chosen_words(self) -> str:
+        """How a `best` value's epoch was chosen, in words, with its caveat."""
+        if self.chosen_on == "val":
+            return "its epoch was chosen on the validation split"
+        return "its epoch was chosen on the test set, so it is optimistic"
+
+    @property
     def decides(self) -> str:
         """The summary metric that adaptive stopping, racing and the greedy path decide
         on: `final_val_acc` with a validation split; the column without one."""

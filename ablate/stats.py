@@ -142,6 +142,18 @@ def bootstrap_interval(x, seed: int = 0, level: float = LEVEL) -> tuple[float, f
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def describe(x, bounds: Bounds = None) -> dict:
+    """One arm's values over seeds, shape (n,), in the metric's units: `mean`, `std`
+    (ddof 1), its 95% t-interval `ci_lo`/`ci_hi` cut to `bounds`, the bootstrap
+    interval `boot_lo`/`boot_hi` (NaN below BOOTSTRAP_MIN) and whether the values
+    `spread` at all. NaN where too few values give one."""
+    x = np.asarray(x, dtype=float)
+    lo, hi = t_interval(x, bounds)
+    blo, bhi = bootstrap_interval(x)
+    return {"mean": float(x.mean()) if len(x) else math.nan, "std": float(x.std(ddof=1)) if len(x) > 1 else math.nan,
+            "ci_lo": lo, "ci_hi": hi, "boot_lo": blo, "boot_hi": bhi, "spread": not no_spread(x)}
+
+
 def sign_flip_p(d) -> float:
     """Exact two-sided permutation p of mean(d) = 0 over all 2^n sign flips of the
     paired differences (scipy.stats.permutation_test). Needs no spread estimate:

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     print(report.rule_line(rep.rule, rep.sesoi, rep.objective))
     print(report.effects_table(rep).to_string(index=False))
     print(report.verdict(rep))
-    print(report.design_noise(rep))
+    print(report.noise(rep))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 

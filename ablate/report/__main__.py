@@ -1,0 +1,6 @@
+"""`python -m ablate.report`: see ablate.report.cli.main."""
+import sys
+
+from ablate.report.cli import main
+
+sys.exit(main())
