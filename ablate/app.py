@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ablate import identity, schema, source, tracking
+from ablate.entry import die_with_sweep
 from ablate.errors import AblateError, ConfigError, from_hydra
 from ablate.metrics import GOALS, SELECTS, Objective
 from ablate.run import Body, Result, TrackedRun, execute
@@ -276,6 +277,7 @@ class TrackedTask:
 
     def __call__(self, cfg):
         from hydra.core.hydra_config import HydraConfig
+        die_with_sweep()  # in a parallel worker: this job ends when its sweep does
         hc = HydraConfig.get()
         tags = self.tags.get(tuple(OmegaConf.to_container(hc.overrides.task, resolve=False)), {})
         if tracks_itself(self.fn):

@@ -148,7 +148,9 @@ class AblateCallback(Callback):
         n_jobs = parallel_jobs(config.hydra.launcher, len(jobs))
         command = ["python", "-m", "ablate"] if preflight.mode(config) == preflight.ENGINE else ["python", sys.argv[0]]
         tags = {tracking.SWEEP_ID: sweep_id, "ablate.command": shlex.join([*command, *sys.argv[1:]]),
-                "ablate.jobs": str(len(jobs)), tracking.SWEPT: ",".join(swept)}
+                "ablate.jobs": str(len(jobs)), tracking.SWEPT: ",".join(swept), tracking.OWNER: tracking.owner()}
+        for run_id in tracking.close_orphaned_sweeps(self.client, exp_id):
+            log.warning(f"Closed sweep run {run_id} as KILLED: its sweep process is gone.")
         if sweep.design is not None:
             tags.update({tracking.DESIGN: sweep.design.name, tracking.DESIGN_KIND: sweep.design.kind})
         name = f"{sweep.design.name} {sweep_id}" if sweep.design else f"sweep {sweep_id}"
@@ -164,7 +166,7 @@ class AblateCallback(Callback):
         os.environ.update({
             tracking.ENV_SWEEP_ID: sweep_id, tracking.ENV_PARENT: self.parent_id,
             tracking.ENV_SWEEP_KEYS: ",".join(swept),
-            tracking.ENV_JOBS: str(n_jobs),
+            tracking.ENV_JOBS: str(n_jobs), tracking.ENV_SWEEP_PID: str(os.getpid()),
         })
         count = "its sweeper's" if self.foreign else len(jobs)
         log.info(f"Sweep {sweep_id}: {count} jobs, parent run {self.parent_id}, store {uri}")

@@ -4,7 +4,11 @@ one line with exit 2 (a sweep's job raises it, so the sweep records it as failed
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
+import threading
+import time
 from typing import Any
 
 from omegaconf.errors import OmegaConfBaseException
@@ -21,6 +25,26 @@ def register_sweeper() -> None:
     Plugins.instance().register(AblationSweeper)
 
 
+def die_with_sweep(grace_s: float = 15.0) -> None:
+    """In a parallel sweep's worker (a direct child of the sweep's process, as joblib's
+    loky workers are): when that process is gone (kill -9), SIGTERM this one, so its run
+    closes as KILLED and resumes on the rerun, and end it `grace_s` later whatever it
+    is doing. Without this, loky's workers, reparented to init, trained on for good."""
+    from ablate.tracking import ENV_SWEEP_PID
+    sweep = os.environ.get(ENV_SWEEP_PID, "")
+    if not sweep.isdigit() or int(sweep) != os.getppid() or getattr(die_with_sweep, "watching", False):
+        return
+    die_with_sweep.watching = True
+
+    def watch() -> None:
+        while os.getppid() == int(sweep):
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(143)
+    threading.Thread(target=watch, name="ablate-die-with-sweep", daemon=True).start()
+
+
 def task(fn):
     """`fn(cfg) -> float` as Hydra's task function: ablate's one-line errors; marked as
     tracking its own jobs, so the ablation sweeper does not wrap it (ablate.app)."""
@@ -29,6 +53,7 @@ def task(fn):
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
         errors.report_hydras_errors()  # composed: from here on a crash is Hydra's to report
+        die_with_sweep()
         from ablate.run import Interrupted
         try:
             return fn(cfg)

@@ -41,8 +41,8 @@ DESIGN, DESIGN_KIND, ARM = "ablate.design", "ablate.design.kind", "ablate.arm"
 LEVEL = "ablate.level."  # + factor: on/off, for each factor of a factorial design
 DESIGN_FILE = "design.json"  # in the sweep's parent run: the design and each job's arm
 # Set by the Hydra callback in the parent, read by every job, in any process.
-ENV_SWEEP_ID, ENV_PARENT, ENV_SWEEP_KEYS, ENV_JOBS = (
-    "ABLATE_SWEEP_ID", "ABLATE_PARENT_RUN_ID", "ABLATE_SWEEP_KEYS", "ABLATE_PARALLEL_JOBS")
+ENV_SWEEP_ID, ENV_PARENT, ENV_SWEEP_KEYS, ENV_JOBS, ENV_SWEEP_PID = (
+    "ABLATE_SWEEP_ID", "ABLATE_PARENT_RUN_ID", "ABLATE_SWEEP_KEYS", "ABLATE_PARALLEL_JOBS", "ABLATE_SWEEP_PID")
 
 
 def launch_dir() -> Path:
@@ -339,6 +339,37 @@ def alive(run, limit_s: float) -> tuple[bool, str]:
     if beat > limit_s:
         return False, f"no heartbeat for {beat:.0f} s"
     return True, f"trained by {tags.get(OWNER, '?')}, heartbeat {beat:.0f} s ago"
+
+
+def owner_gone(run) -> str | None:
+    """Why a RUNNING run's owner is known to be dead (its process on this host is gone),
+    or None: alive, or elsewhere, where only a heartbeat could tell (a sweep's parent
+    run has none, so one on another host is never closed from here)."""
+    host, _, pid = run.data.tags.get(OWNER, "").rpartition(":")
+    if run.info.status != "RUNNING" or host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return f"its process {host}:{pid} is gone (killed, or the machine restarted)"
+    except PermissionError:
+        pass  # another user's live process
+    return None
+
+
+def close_orphaned_sweeps(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Close, as KILLED with the reason in ablate.error, every sweep parent run of the
+    experiment whose sweep process is gone (kill -9 of `python -m ablate -m`): found the
+    next time a sweep starts. Returns the runs closed."""
+    closed = []
+    for r in client.search_runs([experiment_id], "attributes.status = 'RUNNING' and tags.`ablate.jobs` != ''",
+                                max_results=1000):
+        why = owner_gone(r)
+        if why:
+            client.set_tag(r.info.run_id, ERROR, f"closed when a later sweep started: {why}")
+            client.set_terminated(r.info.run_id, "KILLED")
+            closed.append(r.info.run_id)
+    return closed
 
 
 def first_claim(client: MlflowClient, experiment_id: str, fingerprint: str, mine, limit_s: float):

@@ -78,6 +78,57 @@ def test_kill_9_with_chdir_on_a_tracking_server_resumes_into_the_same_run(tmp_pa
         stop(server)
 
 
+# ----------------------------------------------------------------------------- 2. nothing left behind
+
+def sweep_processes(sweep_pid: int) -> list[int]:
+    """Live processes started by the sweep `sweep_pid` (its workers carry its pid in
+    their environment), zombies left out."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if f"{tracking.ENV_SWEEP_PID}={sweep_pid}".encode() in env and state != "Z" and int(proc.name) != sweep_pid:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_the_rerun_finishes_it(tmp_path, tiny_data):
+    """The issue's repro: `-m hydra/launcher=parallel ... seed=0,1,2,3`, kill -9 of the
+    sweep's process mid-training. Its loky workers end within 30 s (their runs closed
+    as KILLED), the stale parent run is closed by the next sweep, which finishes."""
+    import time
+    args = ["-m", "hydra/launcher=parallel", "seed=0,1,2,3", f"data.root={tiny_data}", *FAST,
+            "train.batch_size=16", "train.epochs=4", "report.auto=false"]
+    sweep = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+    for line in sweep.stdout:
+        if line.startswith("epoch 1/4"):
+            break
+    workers = sweep_processes(sweep.pid)
+    assert workers, "no worker was found training"
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    deadline = time.monotonic() + 30
+    while sweep_processes(sweep.pid) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not sweep_processes(sweep.pid), f"workers still alive 30 s after the sweep died: {workers}"
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "its sweep process is gone" in again.stdout + again.stderr
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
+    parents = [r for r in runs if "ablate.jobs" in r.data.tags]
+    assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"]
+    jobs = [r for r in runs if "ablate.jobs" not in r.data.tags]
+    assert sorted(r.data.params["seed"] for r in jobs if r.info.status == "FINISHED") == ["0", "1", "2", "3"]
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in jobs)  # nothing left RUNNING
+
+
 @pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", "/abs/olute", "x\\..\\..\\y"])
 def test_an_experiment_name_never_becomes_a_path_out_of_the_store(tmp_path, name):
     uri = tracking.sqlite_uri(tmp_path / "store" / "mlflow.db")
