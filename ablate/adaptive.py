@@ -310,15 +310,13 @@ class StoreRunner:
         return self._jobs[key]
 
     def _stored(self) -> pd.DataFrame:
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         from ablate import tracking
         exp = MlflowClient(self.uri).get_experiment_by_name(self.experiment)
         if exp is None:
             return pd.DataFrame()
-        mlflow.set_tracking_uri(self.uri)
-        df = mlflow.search_runs([exp.experiment_id], max_results=50_000)
+        df = tracking.search_runs(self.uri, [exp.experiment_id])
         col = f"tags.{tracking.FINGERPRINT}"
         return df[df[col].isin(list(self.arm_of))] if col in df else df.iloc[:0]
 

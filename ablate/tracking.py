@@ -71,6 +71,23 @@ def resolve_uri(uri: str | None) -> str:
     return uri
 
 
+def search_runs(uri: str, experiment_ids: list[str], filter_string: str = ""):
+    """`mlflow.search_runs` (one row per run, columns `params.*`, `metrics.*`, `tags.*`)
+    on `uri`, with MLflow's process-wide URI and MLFLOW_TRACKING_URI left as they were:
+    set_tracking_uri also exports the variable, and the jobs a sweep starts next would
+    take it as their store."""
+    env, before = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.search_runs(experiment_ids, filter_string, max_results=50_000)
+    finally:
+        mlflow.set_tracking_uri(before)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 def sqlite_uri(path: Path) -> str:
     """A sqlite store's URI for a file path, percent-encoded: a folder named `q?a` or
     `50%` is part of the path, not a URL's query or escape (SQLAlchemy decodes it)."""
@@ -154,6 +171,16 @@ def check_store(uri: str, experiment: str) -> None:
         deleted_check(uri, experiment)
 
 
+def gc_hint(uri: str, experiment_id: str) -> str:
+    """The `mlflow gc` command that purges an experiment from this kind of store: a
+    database directly; a tracking server's database where the server runs (gc refuses
+    an http:// backend), with MLFLOW_TRACKING_URI set so it finds proxied artifacts."""
+    if uri.startswith(("http://", "https://")):
+        return (f"`MLFLOW_TRACKING_URI={uri} mlflow gc --backend-store-uri <the server's --backend-store-uri> "
+                f"--experiment-ids {experiment_id}`, run where the server runs")
+    return f"`mlflow gc --backend-store-uri {uri} --experiment-ids {experiment_id}`"
+
+
 def deleted_check(uri: str, experiment: str) -> None:
     """An experiment deleted in MLflow (the UI's delete moves it to the trash, where its
     name stays taken): one line with the three ways on, before any run is attempted."""
@@ -163,8 +190,7 @@ def deleted_check(uri: str, experiment: str) -> None:
         raise StoreError(f"tracking.experiment={experiment} was deleted in {uri} (it is in MLflow's trash, id "
                          f"{found.experiment_id}, and its name is still taken). Restore it with `mlflow experiments "
                          f"restore --experiment-id {found.experiment_id}` (MLFLOW_TRACKING_URI={uri}), choose another "
-                         f"name with tracking.experiment=<name>, or purge it with `mlflow gc --backend-store-uri "
-                         f"{uri} --experiment-ids {found.experiment_id}`.")
+                         f"name with tracking.experiment=<name>, or purge it with {gc_hint(uri, found.experiment_id)}.")
 
 
 @contextlib.contextmanager

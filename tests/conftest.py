@@ -16,12 +16,37 @@ REAL_DATA = Path(os.environ.get("ABLATE_DATA_DIR", REPO.parent / "shared" / "dat
 
 
 @pytest.fixture(autouse=True)
-def _no_inherited_store():
+def _no_inherited_store(monkeypatch):
     """mlflow.set_tracking_uri, which a test's helper calls to read a store, also sets
-    MLFLOW_TRACKING_URI, and ablate honours that variable: each test starts without it,
-    as a fresh shell does."""
+    MLFLOW_TRACKING_URI, and ablate honours that variable: a job the test starts next
+    would log where the helper last read. Each test starts without the variable, as a
+    fresh shell does, and the helpers' reads leave it unset (the URI they set stays
+    MLflow's in this process)."""
+    import mlflow
+    set_uri = mlflow.set_tracking_uri
+
+    def set_here_only(uri):
+        set_uri(uri)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+    monkeypatch.setattr(mlflow, "set_tracking_uri", set_here_only)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """Each test starts where a fresh process would: in the same folder, with no Hydra
+    app's config left over. A Hydra app run in-process leaves HydraConfig set (its
+    runtime.cwd is then the launch folder ablate sees), and a test that chdirs without
+    monkeypatch would leak its folder to the next test on the same worker."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    cwd = os.getcwd()
+    yield
+    os.chdir(cwd)
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
 
 
 def write_idx(raw: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -198,3 +199,30 @@ def test_dict_key_order_inside_a_list_is_not_identity(tiny_data):
                for v in ("{width:32,act:relu}", "{act:relu,width:32}", "{act:relu,width:64}"))
     assert config.flatten(a)["extra"] == config.flatten(b)["extra"] != config.flatten(c)["extra"]
     assert config.fingerprint(a) == config.fingerprint(b) != config.fingerprint(c)
+
+
+# ----------------------------------------------------------------------------- 5. text escaped for where it goes
+
+@pytest.mark.parametrize("name", ["<script>alert(1)</script>", "x<img src=a onerror=alert(1)>", "[a](javascript:x)"])
+def test_user_text_in_report_md_is_never_markup(tmp_path, name):
+    from ablate import report
+    from ablate.report.text import markdown_safe
+    runs = pd.DataFrame({
+        "run_id": [f"r{i}" for i in range(4)], "status": "FINISHED", "start_time": range(4),
+        "params.seed": ["0", "1", "0", "1"], "params.model": [name, name, "b|c", "b|c"],
+        f"tags.{tracking.FINGERPRINT}": [f"f{i}" for i in range(4)],
+        "metrics.final_test_acc": [90.0, 91.0, 92.0, 93.5], "metrics.best_test_acc": [90.0, 91.0, 92.0, 93.5],
+        "metrics.best_epoch": 1.0})
+    md = report.write(report.build(runs), tmp_path, title=f"ablate report: {name}")["md"].read_text()
+    assert "<script" not in md and "<img" not in md and "](" not in md
+    assert "b\\|c" in md  # a pipe in a cell stays in its cell
+    assert markdown_safe("n<2, p <0.001") == "n<2, p <0.001"  # not tags: left alone
+
+
+@pytest.mark.parametrize("uri, says", [("http://127.0.0.1:5000", "run where the server runs"),
+                                       ("https://mlflow.example.org", "run where the server runs"),
+                                       ("sqlite:////tmp/x/mlflow.db", "--backend-store-uri sqlite:////tmp/x/mlflow.db")])
+def test_the_purge_hint_is_the_one_that_works_for_the_backend(uri, says):
+    hint = tracking.gc_hint(uri, "7")
+    assert says in hint and "--experiment-ids 7" in hint
+    assert ("--backend-store-uri http" not in hint)

@@ -136,12 +136,12 @@ def test_a_deleted_experiment_is_one_line_before_any_run(tmp_path, tiny_data, ex
 # ----------------------------------------------------------------------------- 3. paths with URI-special characters
 
 @pytest.mark.parametrize("folder", ["q?a", "50%", "a#b"])
-def test_any_folder_name_gets_its_own_store(tmp_path, folder):
+def test_any_folder_name_gets_its_own_store(tmp_path, folder, monkeypatch):
     launch = tmp_path / folder
     sibling = tmp_path / (folder[:-1] + "z")
     for where in (launch, sibling):
         where.mkdir()
-        os.chdir(where)
+        monkeypatch.chdir(where)
         uri = tracking.resolve_uri(None)
         assert tracking.sqlite_file(uri) == where / "mlflow.db"
         tracking.ensure_experiment(uri, "ablate")

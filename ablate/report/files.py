@@ -25,6 +25,7 @@ from ablate.report.text import (
     claim,
     digits,
     effect_name,
+    markdown_safe,
     noise,
     objective_line,
     path_line,
@@ -62,7 +63,7 @@ def write(rep: Report, out: Path, title: str = "ablate report") -> dict[str, Pat
     if not rep.variance.empty:
         paths["variance"] = out / "variance.csv"
         rep.variance.to_csv(paths["variance"], index=False)
-    paths["md"].write_text(f"# {title}\n\n" + markdown(rep))
+    paths["md"].write_text(markdown_safe(f"# {title}\n\n" + markdown(rep)))
     plots.configs(rep.summary, paths["png"], rep.objective)
     paths["html"].write_text(_html(title, [paths["png"]], [("Summary", table(rep)), ("Deltas", delta_table(rep))],
                                    [rule_line(rep.rule, rep.sesoi, rep.objective), noise(rep),
@@ -90,7 +91,7 @@ def write_design(rep: effects.DesignReport, runs: pd.DataFrame, out: Path, title
         paths["shapley"] = out / "shapley.csv"
         rep.shapley.to_csv(paths["shapley"], index=False)
     runs.to_csv(paths["runs"], index=False)
-    paths["md"].write_text(f"# {title}\n\n" + design_markdown(rep))
+    paths["md"].write_text(markdown_safe(f"# {title}\n\n" + design_markdown(rep)))
     plots.forest(rep, paths["png"])
     images = [paths["png"]]
     if rep.design.kind == "factorial":

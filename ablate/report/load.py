@@ -33,8 +33,7 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None = None, run_filter
     filters = [f for f in (run_filter,) if f]
     if sweep_id:
         filters.append(f"tags.`{tracking.SWEEP_ID}` = '{sweep_id}'")
-    mlflow.set_tracking_uri(uri)
-    df = mlflow.search_runs([exp.experiment_id], " and ".join(filters), max_results=50_000)
+    df = tracking.search_runs(uri, [exp.experiment_id], " and ".join(filters))
     if df.empty:
         where = f"sweep {sweep_id}" if sweep_id else f"experiment {experiment!r}"
         raise ReportError(f"No runs in {where} ({uri}). Check --sweep-id / --filter.")
@@ -84,9 +83,8 @@ def design_of(client: MlflowClient, parent_id: str) -> dict | None:
 def design_runs(client: MlflowClient, experiment_id: str, spec: dict, where: str = "") -> pd.DataFrame:
     """Every run of the design's configs, whatever its status and whichever sweep ran it;
     `where`: an MLflow filter string that narrows them (--filter)."""
-    mlflow.set_tracking_uri(client.tracking_uri)
     try:
-        df = mlflow.search_runs([experiment_id], filter_string=where, max_results=50_000)
+        df = tracking.search_runs(client.tracking_uri, [experiment_id], where)
     except mlflow.exceptions.MlflowException as exc:
         raise ReportError(f"--filter {where!r}: {' '.join(str(exc).split())[:200]}") from None
     col = f"tags.{tracking.FINGERPRINT}"

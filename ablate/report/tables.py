@@ -26,6 +26,12 @@ from ablate.report.text import (
 )
 
 
+def _md(frame: pd.DataFrame) -> str:
+    """A table as Markdown, a `|` in a cell (a factor's override, an error) kept inside it."""
+    return frame.map(lambda v: v.replace("|", "\\|").replace("\n", " ") if isinstance(v, str) else v).to_markdown(
+        index=False)
+
+
 def _boot(frame: pd.DataFrame, m: str, sign: bool, dg: int) -> dict:
     """The bootstrap column, only where some row has enough seeds for it to be honest."""
     if frame.get(f"{m}_boot_lo", pd.Series(dtype=float)).notna().any():
@@ -92,11 +98,11 @@ def delta_table(rep: Report) -> pd.DataFrame:
 
 def markdown(rep: Report) -> str:
     parts = [objective_line(rep.objective), "", rule_line(rep.rule, rep.sesoi, rep.objective), "",
-             "## Summary\n", table(rep).to_markdown(index=False), ""]
+             "## Summary\n", table(rep).pipe(_md), ""]
     if not rep.deltas.empty:
-        parts += ["## Deltas\n", delta_table(rep).to_markdown(index=False), ""]
+        parts += ["## Deltas\n", delta_table(rep).pipe(_md), ""]
     if not rep.variance.empty:
-        parts += ["## Seed variance by source\n", variance_table(rep).to_markdown(index=False), "",
+        parts += ["## Seed variance by source\n", variance_table(rep).pipe(_md), "",
                   "Each source's std is among runs that differ in that source alone, the other seeds held fixed.", ""]
     parts += [noise(rep), "", stats_note(rep.objective)]
     if rep.notes:
@@ -180,13 +186,13 @@ def design_markdown(rep: effects.DesignReport) -> str:
              "", f"Design **{d.name}**: {kind} from `{base}`, factors: "
              + "; ".join(f"{f} = `{' '.join(o)}`" for f, o in d.factors.items()) + ".", ""]
     if rep.rounds is not None:
-        parts += [path_line(rep), "", "## Rounds\n", rounds_table(rep).to_markdown(index=False), ""]
+        parts += [path_line(rep), "", "## Rounds\n", rounds_table(rep).pipe(_md), ""]
     if rep.adaptive and rep.rounds is None:
         parts += [adaptive_line(rep), ""]
-    parts += ["## Effects\n", effects_table(rep).to_markdown(index=False), "", verdict(rep), "", noise(rep), ""]
+    parts += ["## Effects\n", effects_table(rep).pipe(_md), "", verdict(rep), "", noise(rep), ""]
     if rep.shapley is not None and not rep.shapley.empty:
-        parts += ["## Shapley values\n", shapley_table(rep).to_markdown(index=False), "", shapley_line(rep), ""]
-    parts += ["## Arms\n", arms_table(rep).to_markdown(index=False), "",
+        parts += ["## Shapley values\n", shapley_table(rep).pipe(_md), "", shapley_line(rep), ""]
+    parts += ["## Arms\n", arms_table(rep).pipe(_md), "",
               "Effects are paired by seed" + (": main effects and two-way interactions of a 2^k factorial, the "
                                               "seeds as replicates." if d.kind == "factorial" else "."), "",
               stats_note(rep.objective)]

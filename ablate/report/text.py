@@ -3,11 +3,20 @@ and the verdicts, each one line of plain text built from a computed report."""
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
 from ablate import effects, stats
 from ablate.metrics import Objective
+
+
+def markdown_safe(text: str) -> str:
+    """Markdown whose user text (an experiment's or a factor's name, an override, an
+    error) cannot become markup: no raw HTML (`<script>`, `<img onerror=…>`: a `<`
+    before a tag's first character is written `&lt;`) and no inline link (`](`).
+    `n<2` and `p <0.001` stay as they are."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text).replace("](", "]\\(")
 
 
 def objective_line(o: Objective) -> str:
