@@ -5,6 +5,7 @@ and close the sweep with a summary of what failed and the report."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -108,7 +109,7 @@ class AblateCallback(Callback):
         self.sweep_id: str | None = None
         self.foreign = False  # another sweeper (Optuna, ...): its jobs are not known ahead
         self.sweep_dir: Path | None = None
-        self.job_errors: list[str] = []  # failed jobs' errors, as the sweeper saw them
+        self.job_errors: dict[str, str] = {}  # failed jobs' errors, as the sweeper saw them, by run name
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         errors.report_hydras_errors()  # composed: the sweep's jobs report their crashes Hydra's way
@@ -121,7 +122,7 @@ class AblateCallback(Callback):
                 if not self.foreign else designs.Plan([], [])
         except AblateError as exc:
             _stop(str(exc))
-        jobs, swept = sweep.jobs, sweep.swept
+        swept = sweep.swept
         if shared := [k for k in swept if k.split(".")[0] in SWEEP_LEVEL]:
             _stop(f"{shared[0]} varies within this sweep, but a sweep has one store, one experiment, one parent "
                   f"run and one report, so its jobs would scatter. Run one sweep per value instead (e.g. a shell "
@@ -138,10 +139,22 @@ class AblateCallback(Callback):
         self.objective = objectives[0] if objectives else Objective()  # what the UI links sort by
         uri = tracking.resolve_uri(settings.tracking.uri)
         try:
-            tracking.check_store(uri, settings.tracking.experiment)
-            exp_id = tracking.ensure_experiment(uri, settings.tracking.experiment)
+            self._open(config, settings, sweep, uri, sesoi)
         except AblateError as exc:
             _stop(str(exc))
+        except Exception as exc:  # MLflow's own errors, an OSError: the sweep has no parent run, so no jobs
+            if self.parent_id is not None:
+                with contextlib.suppress(Exception):
+                    self.client.set_terminated(self.parent_id, "FAILED")
+            _stop(f"tracking.uri={uri}: the sweep's parent run could not be created: {type(exc).__name__}: "
+                  f"{errors.one_line(exc)[:300]}. Fix the store (or tracking.uri) and run the same command again.")
+
+    def _open(self, config: DictConfig, settings, sweep: designs.Plan, uri: str, sesoi) -> None:
+        """The sweep's experiment and parent run, its design file, and the variables
+        that tell its jobs they belong to it."""
+        jobs, swept = sweep.jobs, sweep.swept
+        tracking.check_store(uri, settings.tracking.experiment)
+        exp_id = tracking.ensure_experiment(uri, settings.tracking.experiment)
         self.client, self.cfg = MlflowClient(uri), settings
         self.sweep_dir = Path(config.hydra.sweep.dir)
         sweep_id = self.sweep_id = uuid.uuid4().hex[:12]
@@ -211,21 +224,32 @@ class AblateCallback(Callback):
         spec = json.loads(self.design_file.read_text()) if self.design_file else None
         if spec is not None:  # an adaptive study's rounds added jobs to the first round's
             self.fingerprints = list(dict.fromkeys([*self.fingerprints, *spec["fingerprints"]]))
-        done, failed, missing = self._outcome(self.client.get_run(parent_id).info.experiment_id)
+        try:
+            with tracking.quick_requests():
+                done, failed, missing = self._outcome(self.client.get_run(parent_id).info.experiment_id)
+        except Exception as exc:  # the store is down at the end: say what the jobs said, and how to go on
+            log.error(f"Sweep done, but the store ({self.client.tracking_uri}) did not answer: "
+                      f"{errors.one_line(exc)[:160]}. Its runs are as the jobs left them; run the same command "
+                      f"again once the store is back: finished jobs are reused, the rest resume.")
+            for name, e in self.job_errors.items():
+                log.error(f"  {name}: {e}")
+            return True
         # skipped because another live job trains that config (tracking.on_running=skip): not a failure
         elsewhere = [r for r in failed if tracking.alive(r, self.cfg.tracking.heartbeat_s)[0]]
         failed = [r for r in failed if r not in elsewhere]
         if failed or missing:
             log.error(f"{len(failed) + len(missing)} of {len(done) + len(failed) + len(missing)} jobs did not finish:")
-        for r in failed:
-            log.error(f"  {r.info.status}: {r.info.run_name} ({r.info.run_id}): "
-                      f"{r.data.tags.get(tracking.ERROR, '')}")
+        errors_of = dict(self.job_errors)
+        for r in failed:  # the run's own error tag; else (the store was down as it failed) the job's
+            why = r.data.tags.get(tracking.ERROR) or errors_of.get(r.info.run_name) or \
+                "no error was recorded (the job was killed?)"
+            errors_of.pop(r.info.run_name, None)
+            log.error(f"  {r.info.status}: {r.info.run_name} ({r.info.run_id}): {why}")
         if missing:
-            logged = [e for e in self.job_errors if not any(r.info.run_name in e for r in failed)]
             log.error(f"  {len(missing)} job(s) failed before their MLflow run existed"
-                      + (":" if logged else f": see each job's log under {self.sweep_dir}/"))
-            for e in logged[:len(missing)]:
-                log.error(f"    {e}")
+                      + (":" if errors_of else f", and returned no error: their logs are under {self.sweep_dir}/"))
+            for name, e in list(errors_of.items())[:len(missing)]:
+                log.error(f"    {name}: {e}")
         reused = sum(r.data.tags.get("mlflow.parentRunId") != parent_id for r in done)
         log.info(f"Sweep done: {len(done)} finished ({reused} of them reused from earlier runs), {len(failed)} "
                  f"failed, {len(missing)} never reached MLflow"

@@ -70,6 +70,14 @@ def task(fn):
             said = f"run {run} is KILLED; rerun the same command to resume it" if run else "no run was started"
             print(f"ablate: stopped by {'SIGTERM' if sigterm else 'SIGINT'}: {said}.", file=sys.stderr)
             sys.exit(143 if sigterm else 130)  # 128 + the signal, as a shell reports it
+        except Exception as exc:
+            if (full := errors.disk_full(exc)) is None or HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            run = getattr(exc, "ablate_run", None)
+            said = f"run {run} stopped" if run else "no run was started"
+            print(f"ablate: the disk is full: {full}; {said}. Free some space and run the same command again: it "
+                  f"resumes from the last checkpoint.", file=sys.stderr)
+            sys.exit(1)
     task_function.__ablate_tracks__ = True
     return task_function
 

@@ -2,6 +2,7 @@
 
 They are raised before any training starts and before any MLflow run exists;
 `python -m ablate` prints them without a traceback and exits with 2."""
+import errno
 import os
 import re
 
@@ -16,6 +17,22 @@ HINTS = {"label_smoothing": "task.loss.label_smoothing", "loss": "task.loss (a `
 def one_line(exc: BaseException) -> str:
     """An exception's message squeezed into one line (Hydra's span several)."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """The full disk (or quota) behind an exception, as one line's worth, or None.
+    It surfaces as an OSError (ENOSPC, EDQUOT) from a write, or as sqlite's "database or
+    disk is full" inside MLflow's own exception, often chained under a second one
+    raised while the first was handled: the whole chain is searched."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
+        if "database or disk is full" in str(exc):
+            return "database or disk is full (the tracking store's sqlite file)"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def instantiate_error(exc: BaseException) -> str:

@@ -59,6 +59,27 @@ def as_job(master: DictConfig, overrides: list[str], idx: int = 0):
         hc.cfg = before
 
 
+# Hydra's config that the sweep, not a job, acts on: it is read once, from the command
+# line's composition, before any job exists.
+SWEEP_LEVEL = ("launcher", "sweeper", "callbacks")
+
+
+def sweep_level(master: DictConfig, hydra_cfg: DictConfig, overrides: list[str]) -> None:
+    """A job whose overrides change what only the sweep reads (`hydra/launcher` set
+    inside a swept preset, `hydra.launcher.n_jobs=2,4`): Hydra would ignore it in
+    silence, so it is refused, with where to put it instead."""
+    for key in SWEEP_LEVEL:
+        mine = OmegaConf.to_container(hydra_cfg[key], resolve=False) if key in hydra_cfg else None
+        sweeps = OmegaConf.to_container(master.hydra[key], resolve=False) if key in master.hydra else None
+        if mine != sweeps:
+            name = (mine or {}).get("_target_", "") if isinstance(mine, dict) else ""
+            raise ConfigError(f"the job `{' '.join(overrides)}` changes hydra.{key}"
+                              + (f" (to {name.rsplit('.', 1)[-1]})" if name else "")
+                              + f", but a sweep's {key} is chosen once, from the command line, before any job: "
+                              f"Hydra would ignore it. Choose it on the command line (e.g. hydra/{key}=<option>) or "
+                              f"in the primary config, for the whole sweep.")
+
+
 class Checker:
     """Checks jobs of one sweep: `checker(overrides)` -> (fingerprint, objective), or
     ConfigError naming what is wrong. `seeds_needed`: a design, which pairs by seed."""
@@ -71,6 +92,7 @@ class Checker:
         from ablate import job, metrics, task
         self._n += 1
         with as_job(self.master, overrides, self._n - 1) as (cfg, hydra_cfg):
+            sweep_level(self.master, hydra_cfg, overrides)
             if self.mode == ENGINE:
                 config.name_options(cfg, hydra_cfg.runtime.choices)
                 return job.check(cfg), metrics.objective(cfg, task.metric_specs(cfg))

@@ -28,7 +28,7 @@ from mlflow.entities import Param, RunData, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
-from ablate import source, tracking
+from ablate import errors, source, tracking
 from ablate.metrics import Objective
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,8 @@ class TrackedRun:
         if self.resume is not None:
             self.run = self.resume
             self.client.update_run(self.run.info.run_id, status="RUNNING")
-            self.client.set_tag(self.run.info.run_id, tracking.ERROR, "")  # a resumed run's old error is gone
+            if tracking.ERROR in self.run.data.tags:  # a resumed run's old error is gone
+                self.client.delete_tag(self.run.info.run_id, tracking.ERROR)
             if os.environ.get(tracking.ENV_PARENT):  # it now belongs to the sweep that finishes it
                 self.client.set_tag(self.run.info.run_id, "mlflow.parentRunId", os.environ[tracking.ENV_PARENT])
                 self.client.set_tag(self.run.info.run_id, tracking.SWEEP_ID, os.environ.get(tracking.ENV_SWEEP_ID, ""))
@@ -362,9 +363,14 @@ class TrackedRun:
             exc.ablate_run = f"{self.run_id} ({self.run.info.run_name})"  # for the one line that says so
             raise
         except Exception as exc:
-            with tracking.quick_requests():
-                self.client.set_tag(self.run_id, tracking.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
-                self.client.set_terminated(self.run_id, "FAILED")
+            exc.ablate_run = f"{self.run_id} ({self.run.info.run_name})"
+            try:
+                with tracking.quick_requests():
+                    self.client.set_tag(self.run_id, tracking.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
+                    self.client.set_terminated(self.run_id, "FAILED")
+            except Exception:  # the store cannot take it (a full disk): its owner's exit closes the run later
+                if errors.disk_full(exc) is None:
+                    raise
             raise
 
 

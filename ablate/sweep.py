@@ -99,8 +99,8 @@ def said(results, session) -> None:
     for r in results:
         if r.status.name == "FAILED":
             exc = r._return_value
-            session.job_errors.append(f"[{' '.join(r.overrides)}] {type(exc).__name__}: "
-                                      f"{' '.join(str(exc).split())[:300]}")
+            session.job_errors[tracking.run_name(list(r.overrides))] = \
+                f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
 def in_rounds(sweeper, session, plan, sweep_dir: Path, task) -> list:

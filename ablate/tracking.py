@@ -10,6 +10,7 @@ import re
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
@@ -18,9 +19,19 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from ablate.config import is_non_result, unquoted
-from ablate.errors import AblateError, ConfigError
+from ablate.errors import AblateError, ConfigError, disk_full
 
 log = logging.getLogger(__name__)
+
+
+def _raised_again(record: logging.LogRecord) -> bool:
+    """MLflow logs a sqlite error's whole traceback, then raises it again as an
+    MlflowException, which the caller reports in one line (a locked or full store once
+    printed 3 to 5 chained tracebacks this way): the log record is dropped."""
+    return not str(record.msg).startswith("SQLAlchemy database error. The following exception is caught")
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_raised_again)
 
 # MLflow draws a progress bar for every artifact it moves (a design.json included) and,
 # with a tracking server, prints "View run ... at" for every run it closes: noise in a
@@ -147,16 +158,7 @@ def check_store(uri: str, experiment: str) -> None:
                          f"or http://host:port.") from None
     scheme = urlparse(uri).scheme
     if (db := sqlite_file(uri)) is not None:
-        if db.exists():
-            try:
-                with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as con:
-                    con.execute("select count(*) from sqlite_master").fetchone()
-            except sqlite3.Error as exc:
-                raise StoreError(f"tracking.uri={uri}: {db} is not a usable sqlite database ({exc}). Point "
-                                 f"tracking.uri at another file, or move this one away.") from None
-        elif not os.access(next(p for p in db.parents if p.exists()), os.W_OK):
-            raise StoreError(f"tracking.uri={uri}: cannot create {db} (its folder is not writable). "
-                             f"Fix tracking.uri.")
+        check_sqlite(uri, db)
     elif scheme in ("http", "https"):
         start = time.monotonic()
         try:
@@ -169,6 +171,45 @@ def check_store(uri: str, experiment: str) -> None:
                              f"({reason}). {FIX}.") from None
     if db is None or db.exists():
         deleted_check(uri, experiment)
+
+
+# Tables every MLflow sqlite store has, whatever its schema version.
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs", "metrics", "params", "tags"})
+
+
+def check_sqlite(uri: str, db: Path) -> None:
+    """Does what the job will do to a sqlite store, and undoes it: reads a row of every
+    table and writes in a transaction that is rolled back (a read-only file or folder,
+    `chattr +i`, fails here, not at run creation). A database of another program is
+    refused rather than given MLflow's tables. Where no file is yet, its folder must
+    take a new file (tried with a temporary one, as root's os.access says yes to all)."""
+    if not db.exists():
+        folder = next(p for p in db.parents if p.exists())
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as exc:
+            raise StoreError(f"tracking.uri={uri}: cannot create {db}: {folder} does not take new files "
+                             f"({exc.strerror}). Fix tracking.uri, or make the folder writable.") from None
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=rw", uri=True, timeout=10)) as con:
+            tables = {name for (name,) in con.execute("select name from sqlite_master where type = 'table'")}
+            if tables and not MLFLOW_TABLES.issubset(tables):
+                raise StoreError(f"tracking.uri={uri}: {db} is a database of another program (its tables: "
+                                 f"{', '.join(sorted(tables)[:6])}), not an MLflow store; ablate will not add "
+                                 f"MLflow's tables to it. Point tracking.uri at a new file, e.g. "
+                                 f"sqlite:///{db.parent / 'mlflow.db'}.")
+            for table in sorted(tables):
+                con.execute(f'select * from "{table}" limit 1').fetchall()
+            con.execute("begin immediate")
+            con.execute("create table ablate_write_check (x)")
+            con.execute("rollback")
+    except sqlite3.Error as exc:
+        if "readonly" in str(exc) or "read-only" in str(exc):
+            raise StoreError(f"tracking.uri={uri}: {db} cannot be written ({exc}). Make it writable (chmod, "
+                             f"or chattr -i), or point tracking.uri at another file.") from None
+        raise StoreError(f"tracking.uri={uri}: {db} is not a usable sqlite database ({exc}). Point "
+                         f"tracking.uri at another file, or move this one away.") from None
 
 
 def gc_hint(uri: str, experiment_id: str) -> str:
@@ -324,6 +365,8 @@ def ride_out(what: str, attempt, grace_s: float, uri: str):
                 log.info(f"Tracking store back after {time.monotonic() - start:.0f} s; {what} done")
             return out
         except Exception as exc:
+            if disk_full(exc):  # not an outage: waiting frees no space
+                raise
             gone = time.monotonic() - start
             if gone >= grace_s:
                 raise StoreError(f"tracking.uri={uri}: the store has not answered for {gone:.0f} s "

@@ -226,3 +226,161 @@ def test_the_purge_hint_is_the_one_that_works_for_the_backend(uri, says):
     hint = tracking.gc_hint(uri, "7")
     assert says in hint and "--experiment-ids 7" in hint
     assert ("--backend-store-uri http" not in hint)
+
+
+# ------------------------------------------------------------------- 3b. the pre-flight does what the job does
+
+def immutable(path: Path):
+    """`chattr +i path`, undone at exit; skips where the file system or user cannot."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def held():
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not permitted here (needs root on ext4/xfs)")
+        try:
+            yield path
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    return held()
+
+
+def test_a_read_only_store_is_refused_before_any_run(tmp_path, tiny_data):
+    """The issue's `chattr +i mlflow.db` (a file that reads but cannot be written) and a
+    folder that takes no new file: one line, exit 2, for a job and for a sweep; no run."""
+    db = tmp_path / "mlflow.db"
+    store = tracking.sqlite_uri(db)
+    tracking.ensure_experiment(store, "ablate")
+    args = [f"data.root={tiny_data}", *FAST, "train.epochs=1"]
+    with immutable(db):
+        with pytest.raises(tracking.StoreError, match="cannot be written"):
+            tracking.check_store(store, "ablate")
+        for argv in (args, ["-m", *args, "seed=0,1"]):
+            out = run_cli(argv, cwd=tmp_path)
+            assert out.returncode == 2 and "cannot be written" in out.stderr, out.stderr[-2000:]
+            assert "Traceback" not in out.stdout + out.stderr and "Launching" not in out.stdout
+    assert not mlflow.MlflowClient(store).search_runs(["1"])
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    with immutable(folder), pytest.raises(tracking.StoreError, match="does not take new files"):
+        tracking.check_store(tracking.sqlite_uri(folder / "mlflow.db"), "ablate")
+
+
+@pytest.mark.parametrize("tables", [["contacts(name, phone)"], ["runs(id)", "notes(text)"]])
+def test_a_database_of_another_program_is_never_given_mlflows_tables(tmp_path, tables):
+    """Another program's sqlite file, even one with a table named like MLflow's, is
+    refused and left exactly as it was."""
+    import sqlite3
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as con:
+        for t in tables:
+            con.execute(f"create table {t}")
+    before = db.read_bytes()
+    with pytest.raises(tracking.StoreError, match="a database of another program"):
+        tracking.check_store(tracking.sqlite_uri(db), "ablate")
+    assert db.read_bytes() == before
+    empty = tmp_path / "empty.db"
+    empty.touch()  # an empty file is a new store: MLflow creates its tables in it
+    tracking.check_store(tracking.sqlite_uri(empty), "ablate")
+
+
+@pytest.mark.parametrize("chooses", ["defaults:\n  - override /hydra/launcher: parallel",  # the issue's
+                                     "hydra:\n  launcher:\n    n_jobs: {n}"])  # a launcher's key, per preset
+def test_a_launcher_chosen_per_job_is_refused_in_one_line(tmp_path, tiny_data, chooses):
+    """`override /hydra/launcher: parallel` inside a swept preset, or a launcher key set
+    by one: Hydra chooses the launcher once, so it would silently be ignored."""
+    presets = tmp_path / "conf" / "experiment"
+    presets.mkdir(parents=True)
+    for n, name in ((1, "fast"), (2, "fast2")):
+        (presets / f"{name}.yaml").write_text(f"# @package _global_\n{chooses.format(n=n)}\ntrain:\n  epochs: {n}\n")
+    swept = ["experiment=fast,fast2"] + ([] if "override" in chooses else ["hydra/launcher=parallel"])
+    out = run_cli(["-m", *swept, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"data.root={tiny_data}", *FAST],
+                  cwd=tmp_path)
+    assert out.returncode == 2 and "changes hydra.launcher" in out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists() or not mlflow.MlflowClient(
+        tracking.sqlite_uri(tmp_path / "mlflow.db")).search_runs(["1"])
+
+
+# ------------------------------------------------------------------- 2b. stale errors, the summary's reasons
+
+def test_a_resumed_run_that_finishes_keeps_no_stale_error(overrides, store, monkeypatch):
+    """A full disk after epoch 1 fails the run with its error tag; once space is back,
+    the rerun resumes the same run, finishes it, and the old error is gone."""
+    import errno
+
+    from ablate import checkpoint
+    cfg = ablate.compose([*overrides, "train.epochs=3"])
+    real_save = checkpoint.save
+
+    def save_then_fill(path, state):
+        real_save(path, state)
+        if state.epoch == 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save", save_then_fill)
+        with pytest.raises(OSError):
+            ablate.train(cfg)
+    client = mlflow.MlflowClient(store)
+    (failed,) = client.search_runs(["1"])
+    assert failed.info.status == "FAILED" and "Errno 28" in failed.data.tags[tracking.ERROR]
+    result = ablate.train(ablate.compose([*overrides, "train.epochs=3"]))
+    run = client.get_run(result.run_id)
+    assert run.info.run_id == failed.info.run_id and run.info.status == "FINISHED"
+    assert tracking.ERROR not in run.data.tags
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "test_acc")) == [1, 2, 3]
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, tiny_data):
+    """A real full disk (a 4 MB tmpfs holding the store and checkpoints): one line, no
+    traceback; with space back, the same command finishes the run."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here (needs root)")
+    try:
+        store = tracking.sqlite_uri(mnt / "mlflow.db")
+        tracking.ensure_experiment(store, "ablate")
+        free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+        (mnt / "filler").write_bytes(b"\0" * max(free - 150_000, 0))  # room for the run's start, not its epochs
+        args = [f"data.root={tiny_data}", *FAST, "train.epochs=3", f"tracking.uri={store}",
+                f"tracking.checkpoint_dir={mnt / 'checkpoints'}", f"hydra.run.dir={tmp_path / 'out'}"]
+        out = run_cli(args, cwd=tmp_path)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+        assert "ablate: the disk is full" in out.stderr and len(out.stderr.strip().splitlines()) <= 2, out.stderr
+        (mnt / "filler").unlink()
+        again = run_cli(args, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr[-3000:]
+        client = mlflow.MlflowClient(store)
+        runs = client.search_runs(["1"])
+        assert [r.info.status for r in runs if r.info.status != "KILLED"] == ["FINISHED"]
+        assert all(tracking.ERROR not in r.data.tags for r in runs if r.info.status == "FINISHED")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_every_failure_the_summary_counts_has_its_reason(tmp_path, tiny_data, store, caplog):
+    """A run that failed with no error tag (the store was down as it failed) and a job
+    that never reached MLflow: each line gives the error the job returned."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from ablate.callbacks import AblateCallback
+    client = mlflow.MlflowClient(store)
+    exp = tracking.ensure_experiment(store, "ablate")
+    cb = AblateCallback()
+    cb.client, cb.cfg, cb.sweep_dir = client, OmegaConf.create({"report": {"auto": False},
+                                                                "tracking": {"heartbeat_s": 60}}), tmp_path
+    cb.parent_id = client.create_run(exp, run_name="sweep").info.run_id
+    lost = client.create_run(exp, run_name="seed=1", tags={tracking.FINGERPRINT: "a" * 16})
+    client.set_terminated(lost.info.run_id, "FAILED")
+    cb.fingerprints = ["a" * 16, "b" * 16]
+    cb.job_errors = {"seed=1": "ConnectionError: the server went away", "seed=2": "MlflowException: 503 unavailable"}
+    cb.show_where = lambda parent: None
+    with caplog.at_level(logging.INFO):
+        assert cb.finish() is True
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "seed=1 (" in text and "the server went away" in text
+    assert "seed=2: MlflowException: 503 unavailable" in text and "returned no error" not in text
