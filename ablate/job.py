@@ -21,10 +21,13 @@ __all__ = ["Result", "check", "train"]
 
 
 def _threads(cfg) -> int:
-    """Torch threads: the config's, else SLURM's CPUs for this task, else the cores
-    this process may use split between the jobs running beside it."""
+    """Torch threads: the config's, else OMP_NUM_THREADS (the cap torch itself honours,
+    which set_num_threads would otherwise override), else SLURM's CPUs for this task,
+    else the cores this process may use split between the jobs running beside it."""
     if cfg.train.threads:
         return cfg.train.threads
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
     if os.environ.get("SLURM_CPUS_PER_TASK"):
         return int(os.environ["SLURM_CPUS_PER_TASK"])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

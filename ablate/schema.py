@@ -43,7 +43,7 @@ class TrainConf:
     batch_size: int = 128
     lr: float = 0.01
     eval_batch_size: int = 1000     # evaluation only; does not change results
-    threads: int | None = None      # torch threads per job; null = cores / parallel jobs
+    threads: int | None = None      # torch threads per job; null = $OMP_NUM_THREADS, else cores / parallel jobs
     channels_last: bool = True      # NHWC memory layout for 4-D inputs; same maths, faster conv kernels
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
 

@@ -14,6 +14,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 REAL_DATA = Path(os.environ.get("ABLATE_DATA_DIR", REPO.parent / "shared" / "data"))
 
+# xdist's workers share the machine's cores. A job that takes them all (torch's default,
+# and ablate's without train.threads) then fights the other worker's job for them: a
+# step-7 job beside one busy core took 21.6 s with 2 threads, 12.8 s with 1. Each job
+# that a worker starts, in process or not, trains on one thread.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(autouse=True)
 def _no_inherited_store(monkeypatch):

@@ -112,6 +112,23 @@ def test_threads_per_job_follow_the_launcher():
     assert parallel_jobs(launcher_cfg(), 6) == 1  # basic: one after another
 
 
+def test_torch_threads_follow_the_config_then_omp_num_threads_then_slurm_then_the_cores(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from ablate.job import _threads
+    from ablate.tracking import ENV_JOBS
+    cfg = OmegaConf.create({"train": {"threads": None}})
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert _threads(cfg) == 5 and _threads(OmegaConf.create({"train": {"threads": 7}})) == 7
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # set but empty: not a cap
+    assert _threads(cfg) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    monkeypatch.setenv(ENV_JOBS, "2")
+    assert _threads(cfg) == max(1, len(os.sched_getaffinity(0)) // 2)
+
+
 def test_tracking_server_binds_to_loopback_unless_asked(tmp_path):
     tracking_server = script("tracking_server")
     import argparse
