@@ -384,3 +384,23 @@ def test_every_failure_the_summary_counts_has_its_reason(tmp_path, tiny_data, st
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "seed=1 (" in text and "the server went away" in text
     assert "seed=2: MlflowException: 503 unavailable" in text and "returned no error" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ['"x$(touch PWNED)"',  # the issue's
+                                        "'it\"s; `touch PWNED` | cat'"])
+def test_the_recorded_command_is_shell_quoted_and_pastes_back_to_the_same_sweep(tmp_path, tiny_data, experiment):
+    """The sweep's `ablate.command` tag, pasted into a shell, runs nothing else and gives
+    `python -m ablate` the very arguments the sweep had (checked with printf, not by training)."""
+    args = ["-m", f"tracking.experiment={experiment}", "seed=0", f"data.root={tiny_data}", *FAST,
+            "train.epochs=1", "report.auto=false"]
+    done = run_cli(args, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name != "Default"]
+    (parent,) = [r for r in client.search_runs([exp.experiment_id]) if "ablate.jobs" in r.data.tags]
+    command = parent.data.tags["ablate.command"]
+    pasted = subprocess.run(["bash", "-c", "python() { printf '%s\\0' python \"$@\"; }; " + command],
+                            cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert pasted.stdout.split("\0")[:-1] == ["python", "-m", "ablate", *args]
+    assert not list(tmp_path.glob("PWNED*")), "pasting the recorded command ran a command of its own"
