@@ -12,10 +12,13 @@ The package reads as the story of a job, then of a study:
     augment     batched crop, flip, rotate, erase on the training device
     kernels     CPU training kernels (the dropout mask, the fused conv block)
     model       a block list built into a CNN, or any nn.Module from `_target_`
+    optim       the optimizer and scheduler from their `_target_` nodes (any torch.optim class)
     engine      the one training loop: batches -> task loss -> step; task metrics each epoch
     checkpoint  per-epoch state, written atomically (the one writer)
-    tracking    the MLflow store: checks, run names, owners, outages
+    tracking    the MLflow store: checks, run names, outages
+    owners      who trains a run (host:pid, heartbeat), and closing runs whose owner is gone
     source      the code a result depends on: ablate's, the files of yours that run, libraries
+    stops       what stops a job (Ctrl-C, SIGTERM, preemption), held while a checkpoint is written
     run         one run's life, whoever trains: claim or resume, log through an outage, close
                 FINISHED/KILLED/FAILED (run.execute: the one lifecycle every job goes through)
     job         ablate's engine as the body of a run: check -> claim -> build -> fit -> close

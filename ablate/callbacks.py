@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from ablate import app, designs, errors, preflight, tracking
+from ablate import app, designs, errors, owners, preflight, tracking
 from ablate.errors import AblateError
 from ablate.metrics import Objective
 
@@ -161,8 +161,8 @@ class AblateCallback(Callback):
         n_jobs = parallel_jobs(config.hydra.launcher, len(jobs))
         command = ["python", "-m", "ablate"] if preflight.mode(config) == preflight.ENGINE else ["python", sys.argv[0]]
         tags = {tracking.SWEEP_ID: sweep_id, "ablate.command": shlex.join([*command, *sys.argv[1:]]),
-                "ablate.jobs": str(len(jobs)), tracking.SWEPT: ",".join(swept), tracking.OWNER: tracking.owner()}
-        for run_id in tracking.close_orphaned_sweeps(self.client, exp_id):
+                "ablate.jobs": str(len(jobs)), tracking.SWEPT: ",".join(swept), tracking.OWNER: owners.owner()}
+        for run_id in owners.close_orphaned_sweeps(self.client, exp_id):
             log.warning(f"Closed sweep run {run_id} as KILLED: its sweep process is gone.")
         if sweep.design is not None:
             tags.update({tracking.DESIGN: sweep.design.name, tracking.DESIGN_KIND: sweep.design.kind})
@@ -235,7 +235,7 @@ class AblateCallback(Callback):
                 log.error(f"  {name}: {e}")
             return True
         # skipped because another live job trains that config (tracking.on_running=skip): not a failure
-        elsewhere = [r for r in failed if tracking.alive(r, self.cfg.tracking.heartbeat_s)[0]]
+        elsewhere = [r for r in failed if owners.alive(r, self.cfg.tracking.heartbeat_s)[0]]
         failed = [r for r in failed if r not in elsewhere]
         if failed or missing:
             log.error(f"{len(failed) + len(missing)} of {len(done) + len(failed) + len(missing)} jobs did not finish:")

@@ -51,31 +51,6 @@ def streams(cfg, device: torch.device) -> dict[str, torch.Generator]:
     return {s: torch.Generator(device=device).manual_seed(seeds[s]) for s in ("data", "augment")}
 
 
-def make_optimizer(cfg, model: nn.Module, steps_per_epoch: int):
-    """Optimizer, scheduler, and whether the scheduler steps per batch."""
-    o, s, t = cfg.optimizer, cfg.scheduler, cfg.train
-    # One kernel for all parameters instead of a foreach op per update term: SGD's
-    # step on step 7's 22 small tensors took 101 -> 49 us on CPU (2 threads).
-    fused = next(model.parameters()).device.type in ("cpu", "cuda")
-    if o.name == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=o.momentum,
-                              weight_decay=o.weight_decay, nesterov=o.nesterov, fused=fused)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=tuple(o.betas),
-                               weight_decay=o.weight_decay, fused=fused)
-    if s.name == "step":
-        return opt, torch.optim.lr_scheduler.StepLR(opt, s.step_size, s.gamma), False
-    if s.name == "plateau":
-        return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, factor=s.factor, patience=s.patience, min_lr=s.min_lr), False
-    if s.name == "onecycle":
-        return opt, torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=t.lr * s.max_lr_factor, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=s.pct_start, div_factor=s.div_factor, final_div_factor=s.final_div_factor,
-            anneal_strategy=s.anneal_strategy), True
-    return opt, None, False
-
-
 @dataclass
 class State:
     """Everything a training job needs to continue after a given epoch."""

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf.errors import OmegaConfBaseException
 
 from ablate import errors
+from ablate.stops import Interrupted
 
 
 def register_sweeper() -> None:
@@ -54,7 +55,6 @@ def task(fn):
         from hydra.types import RunMode
         errors.report_hydras_errors()  # composed: from here on a crash is Hydra's to report
         die_with_sweep()
-        from ablate.run import Interrupted
         try:
             return fn(cfg)
         except errors.AblateError as exc:

@@ -11,10 +11,11 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ablate import checkpoint, config, data, engine, task, tracking
+from ablate import checkpoint, config, data, engine, optim, task, tracking
 from ablate.errors import ConfigError, from_hydra
 from ablate.model import build_model, check_model, param_count
-from ablate.run import Body, Result, TrackedRun, execute, stops_held, summary
+from ablate.run import Body, Result, TrackedRun, execute, summary
+from ablate.stops import stops_held
 
 log = logging.getLogger(__name__)
 __all__ = ["Result", "check", "train"]
@@ -43,6 +44,7 @@ def _checked(cfg) -> tuple[str, torch.device, task.Task]:
         data.checked(cfg)
         the_task = task.build(cfg)
         check_model(cfg)
+        optim.check(cfg)
         task.probe(the_task, cfg)
         return config.fingerprint(cfg), device, the_task
     except OmegaConfBaseException as exc:  # an interpolation to nowhere, a needed key deleted with ~
@@ -70,7 +72,7 @@ def _fresh_state(cfg, tensors, device) -> engine.State:
     if cfg.train.channels_last and tensors.kind == "image":  # same maths; 12.7 vs 14.2 ms/batch on CPU (bench.py)
         model = model.to(memory_format=torch.channels_last)
     steps = -(-len(tensors.train) // cfg.train.batch_size)
-    return engine.State(model, *engine.make_optimizer(cfg, model, steps), streams=engine.streams(cfg, device))
+    return engine.State(model, *optim.build(cfg, model.parameters(), steps), streams=engine.streams(cfg, device))
 
 
 class EngineBody(Body):

@@ -28,7 +28,7 @@ from mlflow.entities import Param, RunData, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
-from ablate import errors, source, tracking
+from ablate import errors, owners, source, stops, tracking
 from ablate.metrics import Objective
 
 log = logging.getLogger(__name__)
@@ -69,50 +69,6 @@ def checkpoint_path(run, root: Path | None = None) -> Path:
         if old.exists() or root is None:
             return old
     return (root or tracking.launch_dir() / "checkpoints") / info.run_id / "checkpoint.pt"
-
-
-class Interrupted(BaseException):
-    """SIGTERM arrived (scancel, scontrol requeue, a sweep stopping): the run is closed
-    as KILLED. A BaseException, as KeyboardInterrupt is, because it is not the job's
-    failure: submitit then records no error result, and a requeued job resumes the run."""
-
-
-def _sigterm(signum, frame):
-    raise Interrupted(f"signal {signum}")
-
-
-@contextmanager
-def _signals_to(handler, *signals):
-    """`signals` go to `handler` inside the block. Only the main thread may set handlers;
-    elsewhere signals are left alone."""
-    try:
-        old = {s: signal.signal(s, handler) for s in signals}
-    except ValueError:
-        old = {}
-    try:
-        yield
-    finally:
-        for s, before in old.items():
-            signal.signal(s, signal.SIG_DFL if before is None else before)
-
-
-# What stops a job: Ctrl-C, SIGTERM (kill, scancel) and USR2 (submitit's preemption)
-_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
-
-
-@contextmanager
-def stops_held():
-    """The signals that stop a job wait while a checkpoint is written, then reach their
-    own handlers: torch.save turns an exception raised inside its writes into a
-    RuntimeError (`unexpected pos ...`, seen in CI), and the run would close FAILED,
-    never to resume, with a torn checkpoint."""
-    pending = []
-    try:
-        with _signals_to(lambda signum, frame: pending.append(signum), *_STOPS):
-            yield
-    finally:
-        for s in dict.fromkeys(pending):
-            signal.raise_signal(s)
 
 
 class Busy(Exception):
@@ -162,7 +118,7 @@ class TrackedRun:
                 me.done = me._stored(done[0])
                 return me
             for r in previous:
-                if (live := tracking.alive(r, cfg.tracking.heartbeat_s))[0]:
+                if (live := owners.alive(r, cfg.tracking.heartbeat_s))[0]:
                     if (result := me._busy(r, live[1])) is not None:
                         me.done = result
                         return me
@@ -208,7 +164,7 @@ class TrackedRun:
             run = self.client.get_run(run.info.run_id)
             if run.info.status == "FINISHED":
                 return self._stored(run)
-            if not tracking.alive(run, self.cfg.tracking.heartbeat_s)[0]:
+            if not owners.alive(run, self.cfg.tracking.heartbeat_s)[0]:
                 return None
 
     def _stored(self, run) -> Result:
@@ -243,7 +199,7 @@ class TrackedRun:
             if os.environ.get(tracking.ENV_PARENT):  # it now belongs to the sweep that finishes it
                 self.client.set_tag(self.run.info.run_id, "mlflow.parentRunId", os.environ[tracking.ENV_PARENT])
                 self.client.set_tag(self.run.info.run_id, tracking.SWEEP_ID, os.environ.get(tracking.ENV_SWEEP_ID, ""))
-            for k, v in tracking.owner_tags().items():
+            for k, v in owners.owner_tags().items():
                 self.client.set_tag(self.run.info.run_id, k, v)
             self._logged = {m.step for m in self.client.get_metric_history(self.run.info.run_id,
                                                                            self.objective.history)}
@@ -251,7 +207,7 @@ class TrackedRun:
             return
         overrides = tracking.job_overrides()
         tags = {tracking.FINGERPRINT: self.fp, tracking.OVERRIDES: " ".join(overrides),
-                **self.design, **tracking.owner_tags(), **self.objective.tags(),
+                **self.design, **owners.owner_tags(), **self.objective.tags(),
                 **source.tags(self.code), **self.extra_tags}
         if os.environ.get(tracking.ENV_SWEEP_ID):
             tags[tracking.SWEEP_ID] = os.environ[tracking.ENV_SWEEP_ID]
@@ -264,7 +220,7 @@ class TrackedRun:
         if tracking.ARM in self.design and not name.startswith("arm="):  # an app's job: its arm is a tag
             name = f"arm={self.design[tracking.ARM]}," + (name if name != "defaults" else "")
         run = self.client.create_run(self.exp_id, run_name=name.rstrip(","), tags=resolve_tags(tags))
-        rival = tracking.first_claim(self.client, self.exp_id, self.fp, run, self.cfg.tracking.heartbeat_s)
+        rival = owners.first_claim(self.client, self.exp_id, self.fp, run, self.cfg.tracking.heartbeat_s)
         if rival is not None:
             self.client.delete_run(run.info.run_id)  # two jobs started this config together: the first one trains
             self.done = self._busy(rival, "started a moment earlier")
@@ -351,11 +307,11 @@ class TrackedRun:
         rerun job resumes it); a crash closes it FAILED with its error; a store outage
         longer than the grace leaves it as it is, with its checkpoint."""
         try:
-            with _signals_to(_sigterm, signal.SIGTERM):
+            with stops.signals_to(stops.sigterm, signal.SIGTERM):
                 yield self
         except tracking.StoreError:
             raise  # the store is down: nothing can be recorded there; the checkpoint is kept
-        except (KeyboardInterrupt, Interrupted, SystemExit) as exc:
+        except (KeyboardInterrupt, stops.Interrupted, SystemExit) as exc:
             # SystemExit: submitit's preemption handler requeues the job and exits from
             # inside training. KILLED, so the requeued job resumes it.
             with tracking.quick_requests():

@@ -8,8 +8,9 @@ came with `+`. A key that changed the config must change what is computed.
 
 Open nodes: the options of the groups `data` and `model` with `_target_` pass their
 other keys to that callable, which refuses those it does not take (in one line too);
-so do `task.loss` and each `task.metrics.<name>`. ablate's own group options (block-list
-models, norm, augmentation, optimizer, scheduler) are checked against OPTION_KEYS.
+so do `task.loss` and each `task.metrics.<name>`; `optimizer` and `scheduler` are checked
+against their class's signature (ablate.optim). ablate's own group options (block-list
+models, norm, augmentation) are checked against OPTION_KEYS.
 """
 from __future__ import annotations
 
@@ -117,9 +118,6 @@ ConfigStore.instance().store(name="ablate_schema", node=Config)
 
 # What ablate reads of its own group options, beside `name`.
 OPTION_KEYS: dict[str, dict[str, set[str]]] = {
-    "optimizer": {"sgd": {"momentum", "weight_decay", "nesterov"}, "adam": {"betas", "weight_decay"}},
-    "scheduler": {"none": set(), "step": {"step_size", "gamma"}, "plateau": {"factor", "patience", "min_lr"},
-                  "onecycle": {"max_lr_factor", "pct_start", "div_factor", "final_div_factor", "anneal_strategy"}},
     "norm": {"*": set()},
     "augmentation": {"*": {"crop", "flip", "rotate", "erase"}},
 }
@@ -135,7 +133,7 @@ DATA_KEYS = ("name", "root", "download", "archives", "train_subset", "mean", "st
              "vocab_size", "targets", "train", "test", "val")
 
 
-def _refuse(key: str, allowed, what: str) -> ConfigError:
+def refuse(key: str, allowed, what: str) -> ConfigError:
     leaf = key.rsplit(".", 1)[-1]
     hint = f" {leaf} is set at {HINTS[leaf]}." if leaf in HINTS and not key.startswith(HINTS[leaf]) else ""
     return ConfigError(f"{key}: no such key in {what} (its keys: {', '.join(sorted(allowed)) or 'none'}); it would "
@@ -152,7 +150,7 @@ def typed(node: DictConfig, prefix: str) -> None:
     for key in node:
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            raise _refuse(dotted, fields, prefix or "the config's top level")
+            raise refuse(dotted, fields, prefix or "the config's top level")
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
             typed(child, dotted)
@@ -168,28 +166,28 @@ def _option(cfg: DictConfig, group: str) -> None:
         return  # an option ablate does not know: validate names the choices
     for key in node:
         if key != "name" and key not in allowed:
-            raise _refuse(f"{group}.{key}", allowed | {"name"}, f"{group}={node.get('name')}")
+            raise refuse(f"{group}.{key}", allowed | {"name"}, f"{group}={node.get('name')}")
     if group == "augmentation":
         for op, keys in AUGMENT_KEYS.items():
             sub = node.get(op)
             for key in sub if isinstance(sub, DictConfig) else ():
                 if key not in keys:
-                    raise _refuse(f"augmentation.{op}.{key}", keys, f"augmentation.{op}")
+                    raise refuse(f"augmentation.{op}.{key}", keys, f"augmentation.{op}")
 
 
 def _block_model(model: DictConfig) -> None:
     for key in model:
         if key not in BLOCK_MODEL_KEYS:
-            raise _refuse(f"model.{key}", BLOCK_MODEL_KEYS, f"the block-list model {model.get('name')} (a model "
+            raise refuse(f"model.{key}", BLOCK_MODEL_KEYS, f"the block-list model {model.get('name')} (a model "
                           f"with _target_ passes its keys to its class)")
     head = model.get("head")
     for key in head if isinstance(head, DictConfig) else ():
         if key not in HEAD_KEYS:
-            raise _refuse(f"model.head.{key}", HEAD_KEYS, "model.head")
+            raise refuse(f"model.head.{key}", HEAD_KEYS, "model.head")
     for i, block in enumerate(model.get("blocks") or []):
         for key in block if isinstance(block, DictConfig) else ():
             if key not in BLOCK_KEYS:
-                raise _refuse(f"model.blocks[{i}].{key}", BLOCK_KEYS, "a conv block")
+                raise refuse(f"model.blocks[{i}].{key}", BLOCK_KEYS, "a conv block")
 
 
 def check_keys(cfg: DictConfig) -> None:
@@ -204,7 +202,7 @@ def check_keys(cfg: DictConfig) -> None:
     if isinstance(data, DictConfig) and (data.get("train") is not None or data.get("test") is not None):
         extra = [k for k in data if k not in DATA_KEYS and k != "_target_"]
         if extra:  # with split nodes, the option's own keys go to no callable
-            raise _refuse(f"data.{extra[0]}", DATA_KEYS, f"data={data.get('name')}, whose splits are built by "
+            raise refuse(f"data.{extra[0]}", DATA_KEYS, f"data={data.get('name')}, whose splits are built by "
                           f"data.train and data.test (put a split's arguments in its node)")
 
 

@@ -41,7 +41,8 @@ import torch
 from ablate import app, checkpoint, engine, entry
 from ablate.metrics import Objective
 from ablate.model import param_count
-from ablate.run import Body, TrackedRun, execute, stops_held
+from ablate.run import Body, TrackedRun, execute
+from ablate.stops import stops_held
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ import hashlib
 import logging
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -378,79 +377,6 @@ def ride_out(what: str, attempt, grace_s: float, uri: str):
                 said = True
             time.sleep(min(wait, grace_s - gone))
             wait = min(wait * 2, 30.0)
-
-
-def owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def owner_tags() -> dict[str, str]:
-    return {OWNER: owner(), HEARTBEAT: str(int(time.time()))}
-
-
-def alive(run, limit_s: float) -> tuple[bool, str]:
-    """Whether a RUNNING run's trainer is still at it: its process, when it ran on this
-    host; else its heartbeat (set every epoch), younger than `limit_s`."""
-    if run.info.status != "RUNNING":
-        return False, run.info.status
-    tags = run.data.tags
-    host, _, pid = tags.get(OWNER, "").rpartition(":")
-    beat = time.time() - float(tags.get(HEARTBEAT, 0))
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False, f"its process {pid} is gone"
-        except PermissionError:
-            pass  # another user's live process
-        if int(pid) == os.getpid():
-            return False, "this process"
-    if beat > limit_s:
-        return False, f"no heartbeat for {beat:.0f} s"
-    return True, f"trained by {tags.get(OWNER, '?')}, heartbeat {beat:.0f} s ago"
-
-
-def owner_gone(run) -> str | None:
-    """Why a RUNNING run's owner is known to be dead (its process on this host is gone),
-    or None: alive, or elsewhere, where only a heartbeat could tell (a sweep's parent
-    run has none, so one on another host is never closed from here)."""
-    host, _, pid = run.data.tags.get(OWNER, "").rpartition(":")
-    if run.info.status != "RUNNING" or host != socket.gethostname() or not pid.isdigit():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return f"its process {host}:{pid} is gone (killed, or the machine restarted)"
-    except PermissionError:
-        pass  # another user's live process
-    return None
-
-
-def close_orphaned_sweeps(client: MlflowClient, experiment_id: str) -> list[str]:
-    """Close, as KILLED with the reason in ablate.error, every sweep parent run of the
-    experiment whose sweep process is gone (kill -9 of `python -m ablate -m`): found the
-    next time a sweep starts. Returns the runs closed."""
-    closed = []
-    for r in client.search_runs([experiment_id], "attributes.status = 'RUNNING' and tags.`ablate.jobs` != ''",
-                                max_results=1000):
-        why = owner_gone(r)
-        if why:
-            client.set_tag(r.info.run_id, ERROR, f"closed when a later sweep started: {why}")
-            client.set_terminated(r.info.run_id, "KILLED")
-            closed.append(r.info.run_id)
-    return closed
-
-
-def first_claim(client: MlflowClient, experiment_id: str, fingerprint: str, mine, limit_s: float):
-    """Two jobs that start one config together both create a run; the earlier run (by
-    start time, then id) trains and the other backs off. Returns the live rival that
-    goes first, or None when this run does."""
-    key = (mine.info.start_time, mine.info.run_id)
-    for r in find_runs(client, experiment_id, fingerprint):
-        if r.info.run_id != mine.info.run_id and r.info.status == "RUNNING" and \
-                (r.info.start_time, r.info.run_id) < key and alive(r, limit_s)[0]:
-            return r
-    return None
 
 
 PARAM_LIMIT = 6000  # MLflow's longest param value

@@ -137,17 +137,19 @@ def test_a_good_user_study_runs_from_its_own_folder(bad_study):
 
 def test_only_the_model_data_loss_and_metric_nodes_are_instantiated(overrides, store, tmp_path, monkeypatch):
     """Configs are code (a _target_ runs), so ablate builds only `model`, `data`, the task's
-    loss and its metrics from them. A `_target_` put anywhere else is refused (a key that
+    loss and its metrics, and the optimizer and scheduler (each only once its class is
+    known to be one) from them. A `_target_` put anywhere else is refused (a key that
     nothing reads), and nothing read back from MLflow or a checkpoint is ever built."""
     monkeypatch.chdir(tmp_path)
-    for extra in (["+optimizer._target_=os.system", "+optimizer._args_=[touch pwned]"],
-                  ["+tracking._target_=os.system"]):
-        with pytest.raises(ablate.ConfigError, match="no such key"):
+    for extra, says in ((["optimizer._target_=os.system", "+optimizer._args_=[touch pwned]"],
+                         "is not a torch.optim.Optimizer"),
+                        (["+tracking._target_=os.system"], "no such key")):
+        with pytest.raises(ablate.ConfigError, match=says):
             ablate.train(ablate.compose([*overrides, *extra]))
     assert not (tmp_path / "pwned").exists()
     package = Path(ablate.__file__).resolve().parent
     builders = {p.relative_to(package).as_posix() for p in package.rglob("*.py") if "instantiate(" in p.read_text()}
-    assert builders == {"model.py", "data/sources.py", "task.py", "metrics.py"}
+    assert builders == {"model.py", "data/sources.py", "task.py", "metrics.py", "optim.py"}
 
 
 def test_a_users_model_resumes_from_its_checkpoint_to_the_same_result(example_on_path, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 import ablate
-from ablate import tracking
+from ablate import owners, tracking
 from conftest import run_cli, start_server, stop
 
 FAST = ["train.batch_size=64", "progress=false", "data.download=false"]
@@ -44,7 +44,7 @@ def test_a_sqlite_file_that_is_not_a_database_is_refused(tmp_path, tiny_data):
 
 
 def fake_run(status="RUNNING", owner=None, beat=0.0):
-    tags = {tracking.OWNER: owner or tracking.owner(), tracking.HEARTBEAT: str(time.time() - beat)}
+    tags = {tracking.OWNER: owner or owners.owner(), tracking.HEARTBEAT: str(time.time() - beat)}
     return SimpleNamespace(info=SimpleNamespace(status=status), data=SimpleNamespace(tags=tags))
 
 
@@ -52,16 +52,16 @@ def test_a_run_is_alive_while_its_process_or_heartbeat_is():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         here = f"{socket.gethostname()}:{child.pid}"
-        assert tracking.alive(fake_run(owner=here), 600)[0]
+        assert owners.alive(fake_run(owner=here), 600)[0]
         child.kill()
         child.wait()
-        alive, why = tracking.alive(fake_run(owner=here), 600)
+        alive, why = owners.alive(fake_run(owner=here), 600)
         assert not alive and "is gone" in why  # kill -9 on this host: dead at once, whatever the heartbeat
     finally:
         child.kill()
-    assert tracking.alive(fake_run(owner="other-host:1", beat=30), 600)[0]
-    assert not tracking.alive(fake_run(owner="other-host:1", beat=700), 600)[0]
-    assert not tracking.alive(fake_run(status="KILLED"), 600)[0]
+    assert owners.alive(fake_run(owner="other-host:1", beat=30), 600)[0]
+    assert not owners.alive(fake_run(owner="other-host:1", beat=700), 600)[0]
+    assert not owners.alive(fake_run(status="KILLED"), 600)[0]
 
 
 def epochs_logged(url, run_id):

@@ -142,7 +142,7 @@ def test_lightning_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
     from lit_study import LitMLP, loaders
 
     from ablate.lightning import RunCallback
-    from ablate.run import Interrupted
+    from ablate.stops import Interrupted
     started = []
 
     def fit(cfg, run):

@@ -165,6 +165,9 @@ def test_changed_keeps_shared_details_and_drops_option_specific_ones():
          "scheduler.pct_start": "0.3", "seed": "1"}
     assert report.changed(a, b) == ("model: base→narrow; model.dropout: 0.0→0.05; "
                                     "scheduler: none→onecycle")
+    sgd = {"optimizer": "sgd", "optimizer._target_": "torch.optim.SGD", "optimizer.weight_decay": "0.0"}
+    adam = {"optimizer": "adam", "optimizer._target_": "torch.optim.Adam", "optimizer.weight_decay": "0.01"}
+    assert report.changed(sgd, adam) == "optimizer: sgd→adam; optimizer.weight_decay: 0.0→0.01"  # the class: implied
 
 
 def test_equal_deltas_on_every_seed_are_no_spread_with_an_exact_sign_flip_p_without_warnings():

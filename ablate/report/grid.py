@@ -62,9 +62,11 @@ def _is_child(key: str, parents) -> bool:
 def changed(a: dict, b: dict, skip: tuple = ()) -> str:
     """Config keys whose values differ, as 'key: old→new; ...'. When a group's choice
     changed (scheduler: none→onecycle), detail keys that only one option has are
-    implied and left out; shared ones (model.dropout) are still shown."""
+    implied and left out, as is the class it builds (`optimizer._target_`); shared ones
+    (model.dropout) are still shown."""
     keys = sorted(k for k in set(a) | set(b) if is_setting(k) and k not in skip and a.get(k) != b.get(k))
-    keys = [k for k in keys if not (_is_child(k, keys) and (k not in a or k not in b))]
+    keys = [k for k in keys if not (_is_child(k, keys) and (k not in a or k not in b
+                                                            or k.endswith(("._target_", "._partial_"))))]
     return "; ".join(f"{k}: {a.get(k, '∅')}→{b.get(k, '∅')}" for k in keys)
 
 
