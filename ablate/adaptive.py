@@ -65,6 +65,9 @@ class Decision:
     lo: float
     hi: float
     status: str  # open, decisive, equivalent, precise, max, failed
+    # the seed ids it was judged on (n of them): with a failed run these are not 0..n-1,
+    # and the report re-judges on exactly these
+    seeds: list[int] = field(default_factory=list)
 
     @property
     def reason(self) -> str:
@@ -140,7 +143,7 @@ def decide(policy: SeedPolicy, comps: list[Comparison], table: pd.DataFrame, fai
             status = "max"
         else:
             status = "open"
-        out.append(Decision(c.name, n, comp.delta, lo, hi, status))
+        out.append(Decision(c.name, n, comp.delta, lo, hi, status, [int(s) for s in d.index]))
     return out
 
 

@@ -210,14 +210,20 @@ def _effect_row(name: str, kind: str, what: str, per_seed: dict[str, tuple[pd.Se
     return {"effect": name, "kind": kind, "what": what, "status": status, "_per_seed": per_seed}
 
 
-def judge(row: dict, rule: stats.Rule, objective: Objective, sesoi: float | None, upto: int | None = None) -> dict:
-    """The effect's comparisons, paired over the seeds both sides have (`upto`: only
-    seeds below it, the ones an adaptive decision used)."""
+def judge(row: dict, rule: stats.Rule, objective: Objective, sesoi: float | None,
+          decided: dict | None = None) -> dict:
+    """The effect's comparisons, paired over the seeds both sides have; for an adaptive
+    decision (`decided`, from design.json), over the seeds it was judged on: its recorded
+    seed ids, or for a design.json written before they were recorded, the seeds below
+    its n (which are not the decision's where a run failed)."""
     out = {k: v for k, v in row.items() if k != "_per_seed"}
     for m, (a, b) in row["_per_seed"].items():
         seeds = sorted(set(a.index) & set(b.index))
-        if upto is not None and all(isinstance(s, (int, float, np.number)) for s in seeds):
-            seeds = [s for s in seeds if s < upto]  # an adaptive study's seeds are 0, 1, ...
+        if decided and decided.get("seeds"):
+            used = {int(s) for s in decided["seeds"]}
+            seeds = [s for s in seeds if isinstance(s, (int, float, np.number)) and int(s) in used]
+        elif decided and all(isinstance(s, (int, float, np.number)) for s in seeds):
+            seeds = [s for s in seeds if s < decided["n"]]  # an adaptive study's seeds are 0, 1, ...
         comp = stats.paired(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), objective.delta_bounds, rule, sesoi)
         out.update({f"{m}_{k}": v for k, v in comp.as_dict().items()})
     return out
@@ -350,7 +356,7 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
     judged = []
     for row in pending:
         d = decided.get(row["effect"])
-        out = judge(row, rule, objective, sesoi, upto=d["n"] if d else None)  # the seeds the decision saw
+        out = judge(row, rule, objective, sesoi, decided=d)  # on the seeds the decision saw
         if d:
             out["seeds"], out["stopped"] = out[f"{objective.column}_n"], _stopped(d, adaptive.get("rule") is not None)
         judged.append(out)

@@ -94,6 +94,41 @@ def test_a_killed_study_run_again_trains_nothing_twice_and_ends_the_same():
         assert again.seeds == straight.seeds and again.record()["decisions"] == straight.record()["decisions"]
 
 
+class FailingStore(FakeStore):
+    """One run fails every time it is tried: (close, seed 3)."""
+
+    def __call__(self, jobs):
+        table, _ = super().__call__(jobs)
+        if "close" in table and 3 in table.index:
+            table.loc[3, "close"] = np.nan
+        return table, {("close", 3)} if ("close", 3) in self.results else set()
+
+
+def test_a_decision_with_a_failed_run_is_reported_on_the_very_seeds_it_used():
+    """Issue 30 item 1: with seed 3 of an arm failed, the decision is taken on {0, 1, 2, 4};
+    the report re-judged it on the seeds below n, {0, 1, 2}, and printed "n 3" under a
+    verdict taken at 4. It re-judges on the recorded ids."""
+    policy = SeedPolicy(min=3, max=5)
+    store = FailingStore(lambda arm: PLANTED[arm.name], noise_sd=0.5)
+    study = loo_study(store, policy)
+    close = next(d for d in study.decisions if d.comparison == "close")
+    assert close.seeds == [0, 1, 2, 4] and close.n == 4
+    rows = [{"run_id": f"{a}-{s}", "status": "FAILED" if (a, s) == ("close", 3) else "FINISHED", "start_time": i,
+             "tags.ablate.fingerprint": f"{a}-{s}", "params.seed": str(s),
+             "tags.ablate.error": "RuntimeError: boom" if (a, s) == ("close", 3) else None,
+             "metrics.final_test_acc": np.nan if (a, s) == ("close", 3) else v,
+             "metrics.best_test_acc": np.nan if (a, s) == ("close", 3) else v, "metrics.param_count": 1.0}
+            for i, ((a, s), v) in enumerate(store.results.items())]
+    spec = {**LOO.spec(), "arms": [a.name for a in designs.arms(LOO)],
+            "fingerprints": {f"{a}-{s}": a for a, s in store.results},
+            "adaptive": {"policy": asdict(policy), **study.record()}}
+    effect = effects.analyse(pd.DataFrame(rows), json.loads(json.dumps(spec))).effects.set_index("effect")
+    assert effect.loc["close", "final_test_acc_n"] == 4
+    paired = pd.Series(store.results).unstack(level=0).drop(index=3)
+    assert effect.loc["close", "final_test_acc_delta"] == pytest.approx(
+        (paired["baseline"] - paired["close"]).mean())  # the contribution: baseline - without it
+
+
 GREEDY = Design("g", "greedy_path", ["step=1"], {"a": ["model=deep"], "b": ["norm=bn_before_relu"],
                                                  "c": ["augmentation=rotate"], "d": ["scheduler=onecycle"]})
 
