@@ -54,7 +54,7 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
 
     import ablate
     from ablate import data as data_mod
-    from ablate import engine
+    from ablate import engine, optim
 
     spec = CONFIGS[name]
     if threads:
@@ -75,7 +75,7 @@ def run_one(name: str, step: int, batches: int | None, device: str, threads: int
                 m.__class__ = torch.nn.Sequential  # each layer on its own, as built
     n_train = 60_000 if batches is None else batches * cfg.train.batch_size
     steps = -(-n_train // cfg.train.batch_size)
-    opt, sched, per_batch = engine.make_optimizer(cfg, model, steps)
+    opt, sched, per_batch = optim.build(cfg, model.parameters(), steps)
 
     if spec["kind"] == "seed":
         from torch.utils.data import DataLoader, Subset

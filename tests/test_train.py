@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import ablate
-from ablate import data, engine, task
+from ablate import data, engine, optim, task
 from ablate.errors import ConfigError, DataError
 from ablate.kernels import ConvBlock
 from ablate.model import build_model
@@ -100,7 +100,7 @@ def test_the_fast_engine_trains_like_plain_torch_layers(overrides, layout):
             for m in model.modules():
                 if isinstance(m, ConvBlock):
                     m.__class__ = nn.Sequential
-        state = engine.State(model, *engine.make_optimizer(cfg, model, len(tensors.train) // 64))
+        state = engine.State(model, *optim.build(cfg, model.parameters(), len(tensors.train) // 64))
         if not fast:
             for group in state.opt.param_groups:
                 group["fused"], group["foreach"] = False, False
