@@ -191,9 +191,7 @@ def validate(cfg: DictConfig) -> None:
     _check(isinstance(t.lr, (int, float)) and t.lr > 0, "train.lr", "must be a number > 0", t.lr)
     _check(t.threads is None or (isinstance(t.threads, int) and t.threads >= 1), "train.threads",
            "must be null or an integer >= 1", t.threads)
-    _check(cfg.device in ("auto", "cpu", "cuda"), "device", "must be one of auto, cpu, cuda", cfg.device)
     tr = cfg.tracking
-    _check(tr.on_running in ("skip", "wait"), "tracking.on_running", "must be skip or wait", tr.on_running)
     for key in ("grace_s", "heartbeat_s"):
         _check(isinstance(tr[key], (int, float)) and tr[key] > 0, f"tracking.{key}", "must be a number > 0", tr[key])
     m = cfg.model
@@ -213,11 +211,6 @@ def validate(cfg: DictConfig) -> None:
         if supported is not None:
             _check(cfg.norm.name in supported, "norm",
                    f"model '{m.name}' takes only {', '.join(supported)}", cfg.norm.name)
-    _check(cfg.task.kind in ("classification", "regression", "sequence"), "task.kind",
-           "must be classification, regression or sequence", cfg.task.kind)
-    o = cfg.objective
-    _check(o.goal in (None, "max", "min"), "objective.goal", "must be null, max or min", o.goal)
-    _check(o.select in ("final", "best"), "objective.select", "must be final or best", o.select)
     d = cfg.data
     for key in ("download", "standardize"):
         _check(isinstance(d.get(key, True), bool), f"data.{key}", "must be true or false", d.get(key))

@@ -57,7 +57,7 @@ def from_hydra(exc: Exception) -> str:
     """Hydra's and OmegaConf's own errors (a misspelt option or key, an override that
     does not parse), which Hydra prints over several lines, as one line with the fix."""
     from hydra.errors import MissingConfigException, OverrideParseException, SearchPathException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
     if isinstance(exc, MissingConfigException) and exc.options is not None and exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
         return (f"{group}={option}: no such option in the '{group}' group. Choose one of "
@@ -67,6 +67,8 @@ def from_hydra(exc: Exception) -> str:
                 f"Quote a value Hydra's grammar reads as syntax, e.g. 'key=\"a b\"'.")
     if isinstance(exc, SearchPathException):
         return f"{exc}. Give --config-dir a folder that exists (a relative path starts where you run)."
+    if isinstance(exc.__cause__, ValidationError):  # a typed key given a value of the wrong type or choice
+        exc = exc.__cause__
     if isinstance(exc, OmegaConfBaseException) and getattr(exc, "full_key", None):
         return f"{exc.full_key}: {str(exc).splitlines()[0]}. Fix it with `{exc.full_key}=<value>`."
     text = " ".join(f"{exc} {exc.__cause__ or ''}".split())

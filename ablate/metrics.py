@@ -31,9 +31,10 @@ import torchmetrics
 from torchmetrics.text import Perplexity
 
 from ablate.errors import ConfigError, instantiate_error
+from ablate.schema import Goal, Select
 
-GOALS = ("max", "min")
-SELECTS = ("final", "best")
+GOALS = tuple(g.value for g in Goal)         # a metric node's own `goal`, an app's objective: untyped
+SELECTS = tuple(s.value for s in Select)
 TAG = "ablate.objective"  # tags: ablate.objective.{metric,goal,select,bounds,label,unit}
 
 
@@ -341,8 +342,6 @@ def objective(cfg, metrics: Mapping[str, Metric]) -> Objective:
                           f"({', '.join(metrics)}). Fix it with `objective.metric=<name>`, or add the metric "
                           f"under task.metrics.")
     m = metrics[o.metric]
-    if o.select not in SELECTS:
-        raise ConfigError(f"objective.select={o.select!r} is invalid: must be final or best.")
     if o.goal is not None and o.goal != m.goal:
         raise ConfigError(f"objective.goal={o.goal}: {m.label} is better when "
                           f"{'higher' if m.goal == 'max' else 'lower'} (goal {m.goal}). Remove objective.goal, "

@@ -16,12 +16,52 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.errors import HINTS, ConfigError
+
+
+class Choice(str, Enum):
+    """The values a choice key takes. OmegaConf refuses any other when the config is
+    composed, in one line that lists these; a member is its string everywhere (==, format,
+    JSON, MLflow params), so fingerprints and logged params read as before."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Device(Choice):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class TaskKind(Choice):
+    classification = "classification"
+    regression = "regression"
+    sequence = "sequence"
+
+
+class Goal(Choice):
+    max = "max"
+    min = "min"
+
+
+class Select(Choice):
+    final = "final"   # the last epoch's value
+    best = "best"     # the best epoch's, chosen on validation (on test without a validation split: optimistic)
+
+
+class OnRunning(Choice):
+    skip = "skip"     # a config another live job is training: skip it
+    wait = "wait"     # wait for that job, then read its result
 
 
 @dataclass
@@ -52,7 +92,7 @@ class TrainConf:
 @dataclass
 class TaskConf:
     name: str = "classification"
-    kind: str = "classification"    # classification | regression | sequence
+    kind: TaskKind = TaskKind.classification
     loss: Any = None                # {_target_: torch.nn.CrossEntropyLoss, <its arguments>}
     metrics: dict[str, Any] = field(default_factory=dict)  # name -> {} (built-in) or {_target_: ..., goal: ...}
     ignore_index: int | None = None  # sequence: target positions that count nowhere
@@ -61,8 +101,8 @@ class TaskConf:
 @dataclass
 class ObjectiveConf:
     metric: str | None = None       # a task metric's name; null = the task's first
-    goal: str | None = None         # max | min; null = the metric's own direction (which it must match)
-    select: str = "final"           # final: the last epoch's test value; best: the best epoch's (optimistic)
+    goal: Goal | None = None        # null = the metric's own direction (which it must match)
+    select: Select = Select.final
 
 
 @dataclass
@@ -73,7 +113,7 @@ class TrackingConf:
     checkpoint_dir: str | None = None  # null = <launch dir>/checkpoints; each run's file is in <dir>/<run id>/
     grace_s: float = 300.0
     heartbeat_s: float = 1800.0
-    on_running: str = "skip"
+    on_running: OnRunning = OnRunning.skip
 
 
 @dataclass
@@ -96,7 +136,7 @@ class Config:
     seed: int = 0
     seeds: SeedsConf = field(default_factory=SeedsConf)
     step: int | None = None
-    device: str = "auto"
+    device: Device = Device.auto
     force: bool = False
     progress: bool = True
     train: TrainConf = field(default_factory=TrainConf)
@@ -213,7 +253,7 @@ class AppObjectiveConf:
     """What a user's app is judged by (ablate.app.objective)."""
     metric: str | None = None       # a metric your function logs per epoch and/or returns
     goal: str | None = None         # max | min: required, a metric always carries its direction
-    select: str | None = None       # final (default): the returned (last) value; best: the best logged epoch's
+    select: Select | None = None    # final (default): the returned (last) value; best: the best logged epoch's
     bounds: list[Any] | None = None  # [low, high] of the metric's values, null for no end (accuracy %: [0, 100])
     label: str | None = None        # how reports name it; null = the metric's name
     unit: str | None = None

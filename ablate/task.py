@@ -23,8 +23,6 @@ from torchmetrics.text import Perplexity
 from ablate import metrics as M
 from ablate.errors import ConfigError, instantiate_error, one_line
 
-KINDS = ("classification", "regression", "sequence")
-
 
 def _sizes(cfg) -> tuple[int | None, int | None]:
     """(classes, outputs) of the data, as the task needs them: the class count (the
@@ -41,8 +39,6 @@ def _ignore_index(cfg) -> int | None:
 def metric_specs(cfg) -> dict[str, M.Metric]:
     """The task's metrics, built (each a torchmetrics object), in the config's order."""
     t = cfg.task
-    if t.kind not in KINDS:
-        raise ConfigError(f"task.kind={t.kind!r} is invalid: must be one of {', '.join(KINDS)}.")
     nodes = OmegaConf.to_container(t.metrics, resolve=True) if t.metrics is not None else {}
     if not nodes:
         raise ConfigError(f"task={t.name} has no metrics. Add one, e.g. `+task.metrics.acc={{}}`.")

@@ -80,6 +80,23 @@ def test_bad_values_name_the_key(override, key):
         validate(ablate.compose(override.split()))
 
 
+@pytest.mark.parametrize("override, choices", [
+    ("device=tpu", "[auto, cpu, cuda]"), ("tracking.on_running=maybe", "[skip, wait]"),
+    ("task.kind=ranking", "[classification, regression, sequence]"), ("objective.goal=up", "[max, min]"),
+    ("objective.select=top", "[final, best]")])
+def test_a_choice_key_is_typed_and_refused_when_composed_in_one_line_that_lists_its_choices(override, choices):
+    key, _, value = override.partition("=")
+    with pytest.raises(ConfigError) as err:
+        ablate.compose([override])
+    assert str(err.value) == f"{key}: Invalid value '{value}', expected one of {choices}. Fix it with `{key}=<value>`."
+
+
+def test_a_choice_reads_as_its_string_everywhere():
+    cfg = ablate.compose(["device=cpu", "objective.goal=max", "objective.select=best"])
+    assert cfg.device == "cpu" and f"{cfg.device}" == "cpu" and str(cfg.objective.goal) == "max"
+    assert flatten(cfg)["objective.select"] == "best" and flatten(cfg)["device"] == "cpu"
+
+
 def test_a_norm_the_model_cannot_take_is_refused():
     cfg = ablate.compose(["norm=bn_before_relu"])
     OmegaConf.update(cfg, "model.norms", ["none"])
