@@ -103,7 +103,7 @@ def tables(arms: pd.DataFrame, effects: pd.DataFrame, o: Objective, rule: Rule, 
         units = f" ({o.units})" if o.units else ""
         shap = pd.DataFrame({
             "factor": shapley["factor"].map(_name),
-            "Shapley [95\\% CI]": [f"${_num(r['shapley'], dg, True)}$ "
+            "Shapley [unadjusted 95\\% CI]": [f"${_num(r['shapley'], dg, True)}$ "
                                     + ("" if math.isnan(r["ci_lo"]) else
                                        f"$[{_num(r['ci_lo'], dg, True)}, {_num(r['ci_hi'], dg, True)}]$")
                                     for _, r in shapley.iterrows()],

@@ -282,6 +282,8 @@ def test_shapley_values_of_a_factorial_add_up_to_all_on_minus_all_off(tmp_path):
     assert sum(phi.values()) == pytest.approx(game[frozenset("wxyz")] - game[frozenset()])
     md = report.design_markdown(rep)
     assert "## Shapley values" in md and re.search(r"add up to all on − all off: \+\d\.\d+ = \+\d\.\d+", md)
+    # issue 30 item 7: its 95% interval sits beside the rule's; the header says which is which
+    assert "Shapley value [unadjusted 95% CI: describes, claims nothing]" in md
     paths = report.write_design(rep, runs, tmp_path / "r", "t")
     assert pd.read_csv(paths["shapley"])["shapley"].sum() == pytest.approx(full.mean())
 

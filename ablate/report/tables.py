@@ -139,8 +139,9 @@ def shapley_table(rep: effects.DesignReport) -> pd.DataFrame:
     f = f"+.{dg}f"
     return pd.DataFrame({
         "factor": s["factor"],
-        "Shapley value [95% CI]": [f"{r['shapley']:{f}} {fmt_ci(r['ci_lo'], r['ci_hi'], True, dg)}"
-                                   for _, r in s.iterrows()],
+        # not the rule's interval of the effects table beside it: a reader must not take one for the other
+        "Shapley value [unadjusted 95% CI: describes, claims nothing]": [
+            f"{r['shapley']:{f}} {fmt_ci(r['ci_lo'], r['ci_hi'], True, dg)}" for _, r in s.iterrows()],
         "leave-one-out (all − all but f)": s["leave_one_out"].map(lambda v: f"{v:{f}}"),
         "add-one-in (f alone − none)": s["add_one_in"].map(lambda v: f"{v:{f}}"),
         "path (in the order given)": s["path"].map(lambda v: f"{v:{f}}"),
