@@ -29,7 +29,7 @@ The package reads as the story of a job, then of a study:
     callbacks   sweep-level work in Hydra's callback: pre-flight, parent run, summary, links
     stats       the one decision rule (Bonferroni over comparisons x looks), intervals, tests,
                 equivalence, the detectable difference, Shapley values
-    designs     ablation designs (baseline + factors) as jobs
+    designs     ablation designs (baseline + factors) as jobs, and the contrasts each one asks
     adaptive    studies in rounds: seeds until decisive or settled, a greedy path
     sweep       what the ablation sweeper (hydra_plugins/ablate_sweeper, a thin plugin) does
     effects     a design's effects from its runs, judged by the rule; a factorial's Shapley values

@@ -33,7 +33,15 @@ import numpy as np
 import pandas as pd
 
 from ablate import stats
-from ablate.designs import BASELINE, Arm, Design, DesignError, SeedPolicy, arm_of  # SeedPolicy: a plan holds one
+from ablate.designs import (  # SeedPolicy: a plan holds one
+    BASELINE,
+    Arm,
+    Contrast,
+    Design,
+    DesignError,
+    SeedPolicy,
+    arm_of,
+)
 from ablate.metrics import Objective
 
 Job = tuple[str, int]  # (arm name, seed)
@@ -43,18 +51,11 @@ RULE = "bonferroni: comparisons x looks"  # how decisions are taken; recorded in
 Runner = Callable[[list[tuple[Arm, int]]], tuple[pd.DataFrame, set[Job]]]
 
 
-@dataclass
-class Comparison:
-    """One question the study answers: a per-seed contrast over some arms (b - a for
-    two arms; a factorial effect over all of them)."""
-    name: str
-    arms: tuple[str, ...]
-    signs: tuple[float, ...]  # the contrast: sum of sign * arm, per seed
-
-    def values(self, table: pd.DataFrame) -> pd.Series:
-        sub = table.reindex(columns=list(self.arms)).to_numpy(dtype=float)
-        ok = ~np.isnan(sub).any(axis=1)  # the seeds every arm of it has
-        return pd.Series(sub[ok] @ np.array(self.signs), index=table.index[ok])
+def contrast_values(c: Contrast, table: pd.DataFrame) -> pd.Series:
+    """A contrast per seed, over the seeds every arm of it has in `table` [seed x arm]."""
+    sub = table.reindex(columns=list(c.arms)).to_numpy(dtype=float)
+    ok = ~np.isnan(sub).any(axis=1)
+    return pd.Series(sub[ok] @ np.array(c.signs), index=table.index[ok])
 
 
 @dataclass
@@ -85,32 +86,7 @@ class Decision:
                 "failed": f"runs of its arms failed: {self.n} paired seeds by the end"}[self.status]
 
 
-def comparisons(design: Design, arm_list: list[Arm]) -> list[Comparison]:
-    """The design's questions as contrasts over its arms."""
-    names = {a.applied: a.name for a in arm_list}
-    pair = lambda name, a, b: Comparison(name, (a, b), (-1.0, 1.0))  # noqa: E731  b - a
-    if design.kind == "leave_one_out":
-        return [pair(f, names[(f,)], BASELINE) for f in design.factors]
-    if design.kind == "add_one_in":
-        return [pair(f, BASELINE, names[(f,)]) for f in design.factors]
-    if design.kind == "path":
-        return [pair(f, names[tuple(design.order[:i])], names[tuple(design.order[:i + 1])])
-                for i, f in enumerate(design.order)]
-    if design.kind == "grid":
-        return [pair(a.name, arm_list[0].name, a.name) for a in arm_list[1:]]
-    # factorial: each main effect and two-way interaction, as a +-1 contrast over all cells
-    cells = [a.name for a in arm_list]
-    k = len(arm_list) // 2
-    out = []
-    factors = list(design.factors)
-    effects = [(f,) for f in factors] + [(f, g) for i, f in enumerate(factors) for g in factors[i + 1:]]
-    for fs in effects:
-        signs = tuple(float(np.prod([1 if f in a.applied else -1 for f in fs])) / k for a in arm_list)
-        out.append(Comparison(" x ".join(fs), tuple(cells), signs))
-    return out
-
-
-def decide(policy: SeedPolicy, comps: list[Comparison], table: pd.DataFrame, failed: set[Job],
+def decide(policy: SeedPolicy, comps: list[Contrast], table: pd.DataFrame, failed: set[Job],
            sesoi: float | None = None, bounds=None) -> list[Decision]:
     """Each comparison's state after this look, by the report's rule over all of them
     and every look the policy allows. `sesoi`: the smallest effect of interest (for
@@ -118,7 +94,7 @@ def decide(policy: SeedPolicy, comps: list[Comparison], table: pd.DataFrame, fai
     rule = stats.Rule(comparisons=len(comps), looks=policy.looks)
     out = []
     for c in comps:
-        d = c.values(table)
+        d = contrast_values(c, table)
         n = len(d)
         if any(a == arm for a, _ in failed for arm in c.arms) and n < policy.min:
             out.append(Decision(c.name, n, math.nan, math.nan, math.nan, "failed"))
@@ -166,7 +142,7 @@ class SeedStudy:
                 "rounds": self.rounds, "rule": RULE}
 
 
-def seed_rounds(policy: SeedPolicy, arm_list: list[Arm], comps: list[Comparison], run: Runner,
+def seed_rounds(policy: SeedPolicy, arm_list: list[Arm], comps: list[Contrast], run: Runner,
                 sesoi: float | None = None, bounds=None) -> SeedStudy:
     """`min` seeds for every arm, then one more seed a round for the arms of each
     comparison that is still open, until none is or all are at `max`."""

@@ -146,6 +146,52 @@ def arms(design: Design) -> list[Arm]:
             for bits in itertools.product((False, True), repeat=len(factors))]
 
 
+@dataclass(frozen=True)
+class Contrast:
+    """One question a design asks: a per-seed contrast over some of its arms (the sum of
+    sign x arm's value). A pairwise one is b - a over arms (a, b); a factorial effect
+    spans every cell, +-1/half the cells each (the mean where on minus where off)."""
+    name: str
+    kind: str     # contribution, gain, step, difference; main, interaction
+    what: str     # what it measures, in words of its arms
+    arms: tuple[str, ...]
+    signs: tuple[float, ...]
+
+
+def contrasts(design: Design) -> list[Contrast]:
+    """The design's questions, once for the adaptive rounds and the report alike."""
+    arm_list = arms(design)
+    names = {a.applied: a.name for a in arm_list}
+
+    def pair(name: str, kind: str, what: str, a: str, b: str) -> Contrast:
+        return Contrast(name, kind, what, (a, b), (-1.0, 1.0))
+
+    if design.kind == "leave_one_out":
+        return [pair(f, "contribution", f"{BASELINE} - without {f}", names[(f,)], BASELINE) for f in design.factors]
+    if design.kind == "add_one_in":
+        return [pair(f, "gain", f"with {f} - {BASELINE}", BASELINE, names[(f,)]) for f in design.factors]
+    if design.kind == "path":
+        steps = [(f, names[tuple(design.order[:i])], names[tuple(design.order[:i + 1])])
+                 for i, f in enumerate(design.order)]
+        return [pair(f, "step", f"{cur} - {prev}", prev, cur) for f, prev, cur in steps]
+    if design.kind == "grid":
+        first, *rest = [a.name for a in arm_list]
+        return [pair(a, "difference", f"{a} - {first}", first, a) for a in rest]
+    if design.kind != "factorial":
+        return []
+    # each main effect and two-way interaction, as a +-1 contrast over all cells
+    factors, half = list(design.factors), len(arm_list) // 2
+    effects = [(f,) for f in factors] + list(itertools.combinations(factors, 2))
+    out = []
+    for fs in effects:
+        signs = tuple(float((-1) ** sum(f not in a.applied for f in fs)) / half for a in arm_list)
+        what = f"mean({fs[0]} on) - mean({fs[0]} off)" if len(fs) == 1 else \
+            f"[{fs[0]}'s effect with {fs[1]} on - with {fs[1]} off] / 2"
+        out.append(Contrast(" x ".join(fs), "main" if len(fs) == 1 else "interaction", what,
+                            tuple(a.name for a in arm_list), signs))
+    return out
+
+
 def grid_name(overrides: list[str]) -> str:
     """A grid arm's name: its overrides, as a run name shows them."""
     return ",".join(unquoted(o) for o in overrides) or BASELINE

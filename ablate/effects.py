@@ -20,7 +20,6 @@ test value of its metric) and its other selection beside. Failed arms are kept: 
 seeds and errors are counted."""
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import pandas as pd
 from ablate import source, stats, tracking
 from ablate.adaptive import Decision
 from ablate.config import is_seed, is_setting
-from ablate.designs import BASELINE, Design, DesignError, arms
+from ablate.designs import BASELINE, Design, DesignError, arms, contrasts
 from ablate.metrics import Objective
 
 
@@ -174,26 +173,6 @@ def _series(runs: pd.DataFrame, arm: str, metric: str) -> pd.Series:
     return done.set_index("seed")[f"metrics.{metric}"].astype(float)
 
 
-def _pairwise(design: Design) -> list[tuple[str, str, str, str]]:
-    """(effect, what it means, arm a, arm b): the effect is b - a."""
-    names = {a.applied: a.name for a in arms(design)}
-    out = []
-    if design.kind == "leave_one_out":
-        for f in design.factors:
-            out.append((f, f"{BASELINE} - without {f}", names[(f,)], BASELINE))
-    elif design.kind == "add_one_in":
-        for f in design.factors:
-            out.append((f, f"with {f} - {BASELINE}", BASELINE, names[(f,)]))
-    elif design.kind == "path":
-        for i, f in enumerate(design.order):
-            prev, cur = tuple(design.order[:i]), tuple(design.order[:i + 1])
-            out.append((f, f"{names[cur]} - {names[prev]}", names[prev], names[cur]))
-    elif design.kind == "grid":
-        first, *rest = [a.name for a in arms(design)]
-        out += [(a, f"{a} - {first}", first, a) for a in rest]
-    return out
-
-
 def _greedy(spec: dict) -> tuple[Design, pd.DataFrame]:
     """A greedy path's report is the path it found (a path design), and its rounds."""
     design = Design.from_spec(spec)
@@ -257,7 +236,6 @@ def shapley_table(design: Design, runs: pd.DataFrame, objective: Objective, rule
 
 
 def _factorial_rows(design: Design, runs: pd.DataFrame, objective: Objective) -> tuple[list[dict], list[str]]:
-    factors = list(design.factors)
     by_levels = {a.applied: a.name for a in arms(design)}
     notes, rows = [], []
     cells = {}  # metric -> DataFrame [seed x arm]
@@ -269,23 +247,14 @@ def _factorial_rows(design: Design, runs: pd.DataFrame, objective: Objective) ->
                          f"cells; {len(table) - len(complete)} seed(s) left out")
         cells[m] = complete
 
-    def level(arm_name: str, f: str) -> int:
-        return 1 if f in arm_name.split("+") else -1
-
-    contrasts = [((f,), "main") for f in factors]
-    contrasts += [(pair, "interaction") for pair in itertools.combinations(factors, 2)]
-    for fs, kind in contrasts:
-        per_seed = {}
-        for m in _metrics(objective):
-            t = cells[m]
-            sign = np.array([np.prod([level(c, f) for f in fs]) for c in t.columns], dtype=float)
-            # a contrast: mean of the cells where the product of levels is +1, minus where -1
-            # (for two factors this is half the change of one's effect across the other's level)
-            per_seed[m] = (t.loc[:, sign < 0].mean(axis=1), t.loc[:, sign > 0].mean(axis=1))
-        name = " x ".join(fs)
-        what = f"mean({fs[0]} on) - mean({fs[0]} off)" if kind == "main" else \
-            f"[{fs[0]}'s effect with {fs[1]} on - with {fs[1]} off] / 2"
-        rows.append(_effect_row(name, kind, what, per_seed, "ok" if len(cells[objective.column]) else "cells failed"))
+    for c in contrasts(design):
+        # the mean of the cells where the product of levels is +1, minus where it is -1
+        # (for two factors: half the change of one's effect across the other's level)
+        sign = pd.Series(c.signs, index=list(c.arms))
+        per_seed = {m: (cells[m].loc[:, sign[cells[m].columns] < 0].mean(axis=1),
+                        cells[m].loc[:, sign[cells[m].columns] > 0].mean(axis=1)) for m in _metrics(objective)}
+        rows.append(_effect_row(c.name, c.kind, c.what, per_seed, "ok" if len(cells[objective.column]) else
+                                "cells failed"))
     return rows, notes
 
 
@@ -342,14 +311,13 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
             rows, more = _factorial_rows(design, part, objective)
             notes += more
         else:
-            for name, what, a, b in _pairwise(design):
+            for c in contrasts(design):
+                a, b = c.arms  # b - a
                 bad = [failed[x] for x in (a, b) if x in failed]
                 status = "; ".join(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
                                    + (f" ({r['error']})" if r["error"] else "") for r in bad) or "ok"
                 per_seed = {m: (_series(part, a, m), _series(part, b, m)) for m in _metrics(objective)}
-                kind = {"leave_one_out": "contribution", "add_one_in": "gain", "path": "step",
-                        "grid": "difference"}[design.kind]
-                rows.append(_effect_row(name, kind, what, per_seed, status))
+                rows.append(_effect_row(c.name, c.kind, c.what, per_seed, status))
         pending += [{**row, **stratum} for row in rows]
     # one family: every effect of the table, over all strata, at every look
     rule = stats.Rule(comparisons=len(pending), looks=looks)

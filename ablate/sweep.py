@@ -164,7 +164,7 @@ def in_rounds(sweeper, session, plan, sweep_dir: Path, task) -> list:
                   else f"half-width {policy.halfwidth}{units} of {policy.metric}")
         log.info(f"Design {design.name} ({design.kind}): {len(arm_list)} arms, seeds {policy.min}..{policy.max} "
                  f"until {policy.until} ({target}; {objective.describe()})")
-        study = adaptive.seed_rounds(policy, arm_list, adaptive.comparisons(design, arm_list), run_and_save,
+        study = adaptive.seed_rounds(policy, arm_list, designs.contrasts(design), run_and_save,
                                      sesoi, objective.delta_bounds)
         save({"adaptive": {"policy": asdict(policy), **study.record()}})
         for d in study.decisions:

@@ -53,7 +53,7 @@ PLANTED = {"baseline": 99.0, "clear": 98.0, "close": 98.97}
 
 def loo_study(store, policy):
     arms = designs.arms(LOO)
-    return adaptive.seed_rounds(policy, arms, adaptive.comparisons(LOO, arms), store)
+    return adaptive.seed_rounds(policy, arms, designs.contrasts(LOO), store)
 
 
 def test_seeds_go_to_the_close_comparison_not_the_clear_one():

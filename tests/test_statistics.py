@@ -133,8 +133,7 @@ def test_the_studys_example_is_not_decisive_at_three_seeds():
     """Contributions 0.30, 0.34, 0.38 among 6 factors: +0.34 [+0.24, +0.44] at 95%, but
     not clear by the rule over 6 comparisons × 8 looks, so the study adds seeds."""
     table = pd.DataFrame(loo_values({f"f{i}": [0.30, 0.34, 0.38] for i in range(6)}, 3))
-    arms = designs.arms(SIX)
-    comps = adaptive.comparisons(SIX, arms)
+    comps = designs.contrasts(SIX)
     decisions = adaptive.decide(SeedPolicy(min=3, max=10, halfwidth=0.01), comps, table, set())
     assert {d.status for d in decisions} == {"open"}
 
@@ -158,7 +157,7 @@ def test_a_comparison_that_stops_decisive_is_clear_in_the_report_with_the_same_i
     table = _drawn(planted, 0.1, 10, np.random.default_rng(5))
     policy = SeedPolicy(min=3, max=10, halfwidth=0.01, metric="final_test_acc")
     arms = designs.arms(SIX)
-    study = adaptive.seed_rounds(policy, arms, adaptive.comparisons(SIX, arms), Drawn(table))
+    study = adaptive.seed_rounds(policy, arms, designs.contrasts(SIX), Drawn(table))
     values = {a: list(table[a].iloc[:study.seeds[a]]) for a in table}
     runs, spec = runs_of(SIX, values)
     spec["adaptive"] = {"policy": asdict(policy), **study.record()}
@@ -233,7 +232,7 @@ def null_claim_rate(studies: int, rng) -> float:
     """The share of adaptive studies (6 comparisons, seeds 3..10, every arm equal) with
     any "decisive" comparison (scripts/check_statistics.py runs it too)."""
     arms = designs.arms(SIX)
-    comps = adaptive.comparisons(SIX, arms)
+    comps = designs.contrasts(SIX)
     policy = SeedPolicy(min=3, max=10, halfwidth=0.001)
     false = 0
     for _ in range(studies):
@@ -309,7 +308,7 @@ def test_settled_stops_a_null_comparison_as_equivalent():
     planted = {"baseline": 99.0, **{f"f{i}": 99.0 - (0.8 if i == 0 else 0.0) for i in range(6)}}
     table = _drawn(planted, 0.02, 10, np.random.default_rng(8))
     arms = designs.arms(SIX)
-    study = adaptive.seed_rounds(SeedPolicy(min=3, max=10, until="settled"), arms, adaptive.comparisons(SIX, arms),
+    study = adaptive.seed_rounds(SeedPolicy(min=3, max=10, until="settled"), arms, designs.contrasts(SIX),
                                  Drawn(table), sesoi=0.2)
     by = {d.comparison: d.status for d in study.decisions}
     assert by["f0"] == "decisive" and {by[f"f{i}"] for i in range(1, 6)} == {"equivalent"}
@@ -400,7 +399,7 @@ def test_a_run_that_fails_after_min_seeds_does_not_freeze_its_comparison():
 
     def run(jobs):
         return table, {("f0", 3)}
-    study = adaptive.seed_rounds(SeedPolicy(min=3, max=6, halfwidth=0.001), arms, adaptive.comparisons(SIX, arms), run)
+    study = adaptive.seed_rounds(SeedPolicy(min=3, max=6, halfwidth=0.001), arms, designs.contrasts(SIX), run)
     f0 = next(d for d in study.decisions if d.comparison == "f0")
     assert study.seeds["f0"] == 6 and f0.n == 5 and f0.status in ("failed", "decisive")
     assert "stopped" not in f0.reason
@@ -476,8 +475,7 @@ def test_the_study_judges_no_spread_as_the_report_does():
     one = Design("one", "leave_one_out", [], {"a": ["x=1"]})
     base = np.array([1e8, 2e8, 3e8]) + 0.11
     table = pd.DataFrame({"baseline": base, "a": base - 0.01})
-    arms = designs.arms(one)
-    d = adaptive.decide(SeedPolicy(min=3, max=3, halfwidth=1e-12), adaptive.comparisons(one, arms), table, set())
+    d = adaptive.decide(SeedPolicy(min=3, max=3, halfwidth=1e-12), designs.contrasts(one), table, set())
     assert d[0].status == "max" and math.isnan(d[0].lo)
     runs, spec = runs_of(one, {"baseline": list(base), "a": list(base - 0.01)})
     assert not effects.analyse(runs, spec).effects["final_test_acc_clear"].any()
