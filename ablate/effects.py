@@ -258,6 +258,14 @@ def _factorial_rows(design: Design, runs: pd.DataFrame, objective: Objective) ->
     return rows, notes
 
 
+def post_hoc_sesoi(given: float, declared: float | None) -> str:
+    """The note for a smallest effect of interest chosen at report time (issue 30 item 9)."""
+    before = "none" if declared is None else f"±{declared:g}"
+    return (f"the smallest effect of interest ±{given:g} was given when reporting, after the results were seen (the "
+            f"study declared {before} before its runs): the equivalence calls keep their error rate, but ±{given:g} "
+            f"is not a margin fixed in advance")
+
+
 def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
             sesoi: float | None = None) -> DesignReport:
     """`runs`: every run of the design's fingerprints (any status), as mlflow.search_runs
@@ -272,7 +280,8 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
                               f"report: run the study's command again to go on.")
         design, rounds = _greedy(spec)
     adaptive = spec.get("adaptive")
-    sesoi = stats.check_sesoi(sesoi if sesoi is not None else spec.get("sesoi"))
+    given, declared = sesoi, spec.get("sesoi")
+    sesoi = stats.check_sesoi(sesoi if sesoi is not None else declared)
     decided = {d["comparison"]: d for d in (adaptive or {}).get("decisions", [])}
     # every comparison may have been looked at max - min + 1 times, finished or not
     looks = adaptive["policy"]["max"] - adaptive["policy"]["min"] + 1 if adaptive and rounds is None else 1
@@ -281,7 +290,7 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
     runs = runs[runs["arm"].notna()]
     objective = objective or objective_of(spec, runs)
     runs["seed"] = pair_key(runs)
-    notes: list[str] = []
+    notes: list[str] = [] if given is None or given == declared else [post_hoc_sesoi(given, declared)]
     if rounds is not None and spec["greedy"].get("in_progress"):
         notes.append(f"the greedy path is unfinished: {len(design.order)} of {len(design.factors)} rounds ended; "
                      f"run the study's command again to go on")

@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                 _say(rep, paths)
                 return 0
         runs, notes = load_runs(uri, args.experiment, args.sweep_id, args.filter)
+        declared = runs.get("params.report.sesoi", pd.Series(dtype=str)).dropna().unique()
+        declared = float(declared[0]) if len(declared) == 1 and declared[0] != "null" else None
+        if args.sesoi is not None and args.sesoi != declared:
+            notes.append(effects.post_hoc_sesoi(args.sesoi, declared))
         rep = build(with_test_samples(runs, args.test_samples), notes, order=args.order, baseline=args.baseline,
                     objective=rejudged(Objective.from_runs(runs), runs, *judge), sesoi=args.sesoi)
     except (ReportError, AblateError) as exc:  # a missing store; runs scored by different objectives
