@@ -338,6 +338,14 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
             out["seeds"], out["stopped"] = out[f"{objective.column}_n"], _stopped(d, adaptive.get("rule") is not None)
         judged.append(out)
     effects = pd.DataFrame(judged)
+    col = objective.column
+    for r in judged:  # issue 30 item 5: why [0.05, 0.05, 0.05] is not clear while [0.05, 0.05, 0.06] may be
+        if r.get(f"{col}_test") == "sign-flip (no spread)" and not r[f"{col}_clear"]:
+            notes.append(f"{r['effect']}: the same difference on each of its {r[f'{col}_n']} seeds (no spread), so "
+                         f"the exact sign-flip test judges it, whose p is at least 2^(1-n) = "
+                         f"{2.0 ** (1 - r[f'{col}_n']):.3g}: under the rule it cannot be clear with fewer than "
+                         f"{stats.no_spread_seeds(rule)} seeds, however large the difference (one with any spread "
+                         f"is judged by its t-interval)")
     for m in _metrics(objective) if len(effects) else ():
         effects[f"{m}_better"] = objective.sign * effects[f"{m}_delta"] > 0  # an improvement, by the objective
     for r in arm_rows:

@@ -166,6 +166,16 @@ def sign_flip_p(d) -> float:
     return float(res.pvalue)
 
 
+def no_spread_seeds(rule: Rule) -> int:
+    """The seeds an effect with no spread (the same difference on every seed) needs to be
+    clear under `rule`: its exact two-sided sign-flip p is 2^(1-n), clear when
+    2^(1-n) m L < alpha. One comparison: 6; six: 8; six over 8 looks: 11."""
+    n = 2
+    while float(rule.adjust(2.0 ** (1 - n))) >= rule.alpha:
+        n += 1
+    return n
+
+
 @dataclass
 class Comparison:
     """b - a, for one metric, judged by one Rule."""

@@ -282,3 +282,20 @@ def test_a_smallest_effect_of_interest_given_when_reporting_is_said_to_be_post_h
     declared = {**spec, "sesoi": 0.1}
     assert not said(effects.analyse(runs, declared)) and not said(effects.analyse(runs, declared, sesoi=0.1))
     assert "declared ±0.1 before its runs" in said(effects.analyse(runs, declared, sesoi=0.2))[0]
+
+
+def test_a_row_with_no_spread_says_how_many_seeds_it_would_need_to_be_clear():
+    """Issue 30 item 5: [0.05, 0.05, 0.05] can never be clear at 3 seeds (sign-flip p 0.25),
+    while a row with some spread can; the report says so where it happens."""
+    base = {s: 99.4 + NOISE[("baseline", s)] for s in range(3)}
+    runs, spec = runs_frame(LOO, lambda arm, s: base[s] - {"baseline": 0, "batchnorm": 0.5, "rotation": 0.3}[arm.name]
+                            - (0.01 * s if arm.name == "rotation" else 0))
+    rep = effects.analyse(runs, spec)
+    e = rep.effects.set_index("effect")
+    assert e.loc["batchnorm", "final_test_acc_test"] == "sign-flip (no spread)" and not e.loc["batchnorm",
+                                                                                              "final_test_acc_clear"]
+    (note,) = [n for n in rep.notes if "no spread" in n]
+    assert note.startswith("batchnorm: the same difference on each of its 3 seeds") and "p is at least" in note
+    assert "fewer than 7 seeds" in note  # 2 comparisons: 2^(1-n) x 2 < 0.05 from n = 7
+    assert e.loc["rotation", "final_test_acc_test"] == "paired t"
+    assert [stats.no_spread_seeds(stats.Rule(m, L)) for m, L in ((1, 1), (6, 1), (6, 8))] == [6, 8, 11]
