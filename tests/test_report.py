@@ -227,3 +227,15 @@ def test_a_min_objective_calls_a_decrease_an_improvement_and_its_intervals_are_n
     assert "final test RMSE (mean ± std)" in md and "accuracy" not in md and " pp" not in md
     paths = report.write(rep, tmp_path / "r")
     assert "lower is better" in paths["html"].read_text() and paths["png"].stat().st_size > 0
+
+
+def test_the_report_says_once_which_split_made_the_choices(study):
+    """Issue 29: with no validation split every report says, once, that the test set made
+    the choices (so the numbers are optimistic); with one, that validation did."""
+    import dataclasses
+    runs, notes = report.load_runs(study, "ablate")
+    md = report.markdown(report.build(runs, notes))
+    assert md.count("No validation split: every choice") == 1 and "made on the validation split" not in md
+    on_val = dataclasses.replace(Objective.from_runs(runs), chosen_on="val")
+    md = report.markdown(report.build(runs, notes, objective=on_val))
+    assert md.count("was made on the validation split (data.val)") == 1 and "No validation split" not in md
