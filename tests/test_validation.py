@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -234,3 +235,22 @@ def test_a_users_loop_that_logs_validation_chooses_on_it(tmp_path):
     assert study.run(fit, cfg_for(tmp_path, metric="test_acc", goal="max", select="best")) == 84.0
     m = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}").search_runs(["1"])[0].data.metrics
     assert (m["best_epoch"], m["best_test_acc"], m["best_val_acc"], m["final_test_acc"]) == (2, 84.0, 85.0, 88.0)
+
+
+def test_a_data_option_may_give_its_own_validation_node(tmp_path, monkeypatch):
+    """`data.val` as a node with `_target_`, beside train and test: built as it says (not
+    held out of train), checked like them, and its metrics logged per epoch."""
+    tabular = Path(__file__).resolve().parent.parent / "examples" / "tabular"
+    monkeypatch.syspath_prepend(str(tabular))
+    from tabular_study.data import SklearnSplit
+    node = "data.val={_target_:tabular_study.data.SklearnSplit,name:breast_cancer,split:test,test_fraction:0.1}"
+    cfg = ablate.compose(["experiment=breast_cancer", node, "train.epochs=2", "progress=false",
+                          f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"], config_dir=tabular / "conf")
+    s = data.splits(data.checked(cfg))
+    assert (len(s.train), len(s.val), len(s.test)) == (427, len(SklearnSplit("breast_cancer", "test", 0.1)), 142)
+    result = ablate.train(cfg)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    assert [m.step for m in client.get_metric_history(result.run_id, "val_acc")] == [1, 2]
+    assert client.get_run(result.run_id).data.tags["ablate.objective.chosen_on"] == "val"
+    with pytest.raises(ablate.ConfigError, match=r"data\.val is a node without _target_"):
+        data.checked(ablate.compose(["experiment=breast_cancer", "data.val={name:x}"], config_dir=tabular / "conf"))
