@@ -71,11 +71,15 @@ def resolve_uri(uri: str | None) -> str:
     if not uri:
         env = os.environ.get("MLFLOW_TRACKING_URI")
         return resolve_uri(env) if env else sqlite_uri(launch_dir() / "mlflow.db")
-    if uri.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite:") or ":memory:" in uri or "mode=memory" in uri:
-        raise StoreError(f"tracking.uri={uri} is a store in memory: each job would see its own, empty one, and "
-                         f"nothing would be left to report. Use a file, sqlite:///path/mlflow.db, or a server.")
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return sqlite_uri((launch_dir() / unquote(uri[len("sqlite:///"):])).resolve())
+    scheme, _, rest = uri.partition(":")
+    if scheme == "sqlite" or scheme.startswith("sqlite+"):  # sqlite+pysqlite://... is the same store
+        path = rest[3:] if rest.startswith("///") else ""  # sqlite:// and sqlite:/x: no file
+        if not path.split("?")[0] or ":memory:" in uri or "mode=memory" in uri:
+            raise StoreError(f"tracking.uri={uri} is a store in memory: each job would see its own, empty one, "
+                             f"and nothing would be left to report. Use a file, sqlite:///path/mlflow.db, or a "
+                             f"server.")
+        file, _, query = path.partition("?")
+        return sqlite_uri((launch_dir() / unquote(file)).resolve()) + (f"?{query}" if query else "")
     if "://" not in uri:  # a plain path: a file store
         return (launch_dir() / uri).resolve().as_uri()
     return uri
@@ -158,6 +162,7 @@ def check_store(uri: str, experiment: str) -> None:
     scheme = urlparse(uri).scheme
     if (db := sqlite_file(uri)) is not None:
         check_sqlite(uri, db)
+        check_artifacts(uri, db, experiment)
     elif scheme in ("http", "https"):
         start = time.monotonic()
         try:
@@ -193,9 +198,14 @@ def check_sqlite(uri: str, db: Path) -> None:
     try:
         with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=rw", uri=True, timeout=10)) as con:
             tables = {name for (name,) in con.execute("select name from sqlite_master where type = 'table'")}
-            if tables and not MLFLOW_TABLES.issubset(tables):
+            # anything in its schema (tables, views, triggers) or a version set: another program's
+            others = {f"{name} ({kind})" for kind, name in con.execute("select type, name from sqlite_master")
+                      if kind != "table" and not name.startswith("sqlite_")}
+            version = con.execute("pragma user_version").fetchone()[0]
+            if (tables or others or version) and not MLFLOW_TABLES.issubset(tables):
+                what = sorted(tables) + sorted(others) or [f"user_version {version}"]
                 raise StoreError(f"tracking.uri={uri}: {db} is a database of another program (its tables: "
-                                 f"{', '.join(sorted(tables)[:6])}), not an MLflow store; ablate will not add "
+                                 f"{', '.join(what[:6])}), not an MLflow store; ablate will not add "
                                  f"MLflow's tables to it. Point tracking.uri at a new file, e.g. "
                                  f"sqlite:///{db.parent / 'mlflow.db'}.")
             for table in sorted(tables):
@@ -207,8 +217,39 @@ def check_sqlite(uri: str, db: Path) -> None:
         if "readonly" in str(exc) or "read-only" in str(exc):
             raise StoreError(f"tracking.uri={uri}: {db} cannot be written ({exc}). Make it writable (chmod, "
                              f"or chattr -i), or point tracking.uri at another file.") from None
+        try:  # sqlite writes a journal beside the file: a folder that takes no new file fails like this
+            tempfile.TemporaryFile(dir=db.parent).close()
+        except OSError as folder_exc:
+            raise StoreError(f"tracking.uri={uri}: {db.parent} does not take new files ({folder_exc.strerror}), "
+                             f"and sqlite needs one beside {db.name} to write. Make the folder writable (chmod, "
+                             f"or chattr -i), or point tracking.uri elsewhere.") from None
         raise StoreError(f"tracking.uri={uri}: {db} is not a usable sqlite database ({exc}). Point "
                          f"tracking.uri at another file, or move this one away.") from None
+
+
+def check_artifacts(uri: str, db: Path, experiment: str) -> None:
+    """The experiment's artifact folder must take a run's folder (config.yaml, reports
+    and checkpoints go there), tried with a temporary one: a folder that takes no new
+    file failed at `log_text`, after the run existed. Only a local folder is checked:
+    the experiment's artifact_location, else MLflow's default for a new one, ./mlruns."""
+    where = None
+    if db.exists():
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as con:
+            row = con.execute("select artifact_location from experiments where name = ?", (experiment,)).fetchone()
+            where = row[0] if row else None
+    if where is None:
+        folder = Path.cwd() / "mlruns"
+    elif where.startswith("file:") or ("://" not in where and ":" not in where[:2]):
+        folder = Path(unquote(urlparse(where).path)) if where.startswith("file:") else Path(where)
+    else:
+        return  # s3://, mlflow-artifacts:, ...: the server or the bucket decides
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    try:
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as exc:
+        raise StoreError(f"tracking.uri={uri}: the artifact folder {existing} does not take new files "
+                         f"({exc.strerror}), and each run writes its config and reports there. Make it writable "
+                         f"(chmod, or chattr -i), or use another tracking.experiment.") from None
 
 
 def gc_hint(uri: str, experiment_id: str) -> str:

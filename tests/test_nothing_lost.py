@@ -142,7 +142,8 @@ def test_an_experiment_name_never_becomes_a_path_out_of_the_store(tmp_path, name
 
 # ----------------------------------------------------------------------------- 3. stores and data that would lie
 
-@pytest.mark.parametrize("uri", ["sqlite:///:memory:", "sqlite://", "sqlite:///file:x?mode=memory&cache=shared"])
+@pytest.mark.parametrize("uri", ["sqlite:///:memory:", "sqlite://", "sqlite:///file:x?mode=memory&cache=shared",
+                                 "sqlite+pysqlite://", "sqlite+pysqlite:///:memory:", "sqlite:///"])
 def test_a_store_in_memory_is_refused_in_one_line(uri):
     with pytest.raises(tracking.StoreError, match="a store in memory"):
         tracking.resolve_uri(uri)
@@ -264,20 +265,43 @@ def test_a_read_only_store_is_refused_before_any_run(tmp_path, tiny_data):
     folder.mkdir()
     with immutable(folder), pytest.raises(tracking.StoreError, match="does not take new files"):
         tracking.check_store(tracking.sqlite_uri(folder / "mlflow.db"), "ablate")
+    kept = tmp_path / "kept"  # a store that exists, in a folder that takes no new file (its journal)
+    kept.mkdir()
+    tracking.ensure_experiment(tracking.sqlite_uri(kept / "mlflow.db"), "ablate")
+    with immutable(kept), pytest.raises(tracking.StoreError, match="does not take new files"):
+        tracking.check_store(tracking.sqlite_uri(kept / "mlflow.db"), "ablate")
 
 
-@pytest.mark.parametrize("tables", [["contacts(name, phone)"], ["runs(id)", "notes(text)"]])
-def test_a_database_of_another_program_is_never_given_mlflows_tables(tmp_path, tables):
-    """Another program's sqlite file, even one with a table named like MLflow's, is
-    refused and left exactly as it was."""
+def test_an_artifact_folder_that_takes_no_new_file_is_refused_before_any_run(tmp_path, monkeypatch):
+    """The database writes, but the runs' artifact folder does not (chattr +i mlruns): it
+    failed at log_text, with a traceback and a FAILED run. Refused in the pre-flight, for
+    an experiment that exists (its artifact_location) and one that does not (./mlruns)."""
+    monkeypatch.chdir(tmp_path)
+    store = tracking.sqlite_uri(tmp_path / "mlflow.db")
+    tracking.ensure_experiment(store, "art")
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    with immutable(tmp_path / "mlruns"):
+        for experiment in ("art", "new"):
+            with pytest.raises(tracking.StoreError, match="the artifact folder .* does not take new files"):
+                tracking.check_store(store, experiment)
+    tracking.check_store(store, "art")
+
+
+@pytest.mark.parametrize("schema, scheme", [
+    (["create table contacts(name, phone)"], "sqlite"), (["create table runs(id)", "create table notes(text)"], "sqlite"),
+    (["create table invoices(n)"], "sqlite+pysqlite"),  # a driver in the scheme: the same file
+    (["create view v as select 1", "pragma user_version = 7"], "sqlite")])  # no table, but not empty
+def test_a_database_of_another_program_is_never_given_mlflows_tables(tmp_path, schema, scheme):
+    """Another program's sqlite file, even one with a table named like MLflow's, or only
+    a view, is refused and left exactly as it was."""
     import sqlite3
     db = tmp_path / "app.db"
     with sqlite3.connect(db) as con:
-        for t in tables:
-            con.execute(f"create table {t}")
+        for statement in schema:
+            con.execute(statement)
     before = db.read_bytes()
     with pytest.raises(tracking.StoreError, match="a database of another program"):
-        tracking.check_store(tracking.sqlite_uri(db), "ablate")
+        tracking.check_store(tracking.resolve_uri(f"{scheme}:///{db}"), "ablate")
     assert db.read_bytes() == before
     empty = tmp_path / "empty.db"
     empty.touch()  # an empty file is a new store: MLflow creates its tables in it
