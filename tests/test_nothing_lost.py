@@ -282,13 +282,14 @@ def test_an_artifact_folder_that_takes_no_new_file_is_refused_before_any_run(tmp
     (tmp_path / "mlruns").mkdir(exist_ok=True)
     with immutable(tmp_path / "mlruns"):
         for experiment in ("art", "new"):
-            with pytest.raises(tracking.StoreError, match="the artifact folder .* does not take new files"):
+            with pytest.raises(tracking.StoreError, match=r"the artifact folder .* does not take new files"):
                 tracking.check_store(store, experiment)
     tracking.check_store(store, "art")
 
 
 @pytest.mark.parametrize("schema, scheme", [
-    (["create table contacts(name, phone)"], "sqlite"), (["create table runs(id)", "create table notes(text)"], "sqlite"),
+    (["create table contacts(name, phone)"], "sqlite"),
+    (["create table runs(id)", "create table notes(text)"], "sqlite"),
     (["create table invoices(n)"], "sqlite+pysqlite"),  # a driver in the scheme: the same file
     (["create view v as select 1", "pragma user_version = 7"], "sqlite")])  # no table, but not empty
 def test_a_database_of_another_program_is_never_given_mlflows_tables(tmp_path, schema, scheme):
