@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from ablate import app, designs, errors, owners, preflight, tracking
+from ablate import app, designs, errors, owners, preflight, stops, tracking
 from ablate.errors import AblateError
 from ablate.metrics import Objective
 
@@ -84,7 +84,9 @@ def _quiet_sacct(record: logging.LogRecord) -> bool:
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    exc = KeyboardInterrupt(f"signal {signum}")
+    exc.ablate_signal = signum  # which signal it was, for the exit code (stops.stopped)
+    raise exc
 
 
 _OPEN: list[AblateCallback] = []  # the sweep open in this process (the callback's, or the sweeper's own)
@@ -184,6 +186,7 @@ class AblateCallback(Callback):
         count = "its sweeper's" if self.foreign else len(jobs)
         log.info(f"Sweep {sweep_id}: {count} jobs, parent run {self.parent_id}, store {uri}")
         _OPEN.append(self)
+        stops.ON_STOP.append(self.stop)
         # Hydra skips on_multirun_end when a job raised; atexit still closes the sweep.
         atexit.register(self.finish)
         # SIGTERM to the sweep would otherwise orphan joblib's workers, which train on;
@@ -212,14 +215,35 @@ class AblateCallback(Callback):
         failed = [newest[fp] for fp in fps if fp in newest and newest[fp].info.status != "FINISHED"]
         return done, failed, [fp for fp in fps if fp not in newest]
 
+    def _close(self) -> str | None:
+        parent_id, self.parent_id = self.parent_id, None
+        if self in _OPEN:
+            _OPEN.remove(self)
+        if self.stop in stops.ON_STOP:
+            stops.ON_STOP.remove(self.stop)
+        return parent_id
+
+    def stop(self, why: str) -> str | None:
+        """Ctrl-C or SIGTERM stopped the sweep: its parent run is KILLED with the reason,
+        with no summary or report (a rerun of the command goes on: finished jobs are
+        reused, the interrupted one resumes). Returns what it closed."""
+        if self.parent_id is None:
+            return None
+        parent_id = self._close()
+        try:
+            with tracking.quick_requests():
+                self.client.set_tag(parent_id, tracking.ERROR, why)
+                self.client.set_terminated(parent_id, "KILLED")
+        except Exception as exc:
+            log.warning(f"sweep run {parent_id} could not be closed ({errors.one_line(exc)[:160]})")
+        return f"sweep run {parent_id}"
+
     def finish(self) -> bool:
         """Close the sweep: summary, report, links, the parent run's status. True if
         anything went wrong (a job failed or never ran, or the report failed)."""
         if self.parent_id is None:
             return False
-        parent_id, self.parent_id = self.parent_id, None
-        if self in _OPEN:
-            _OPEN.remove(self)
+        parent_id = self._close()
         # read from the sweep folder: at exit MLflow can no longer download artifacts
         spec = json.loads(self.design_file.read_text()) if self.design_file else None
         if spec is not None:  # an adaptive study's rounds added jobs to the first round's

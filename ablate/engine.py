@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ablate.augment import Augment
 from ablate.data import Data
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, DataError
 from ablate.task import Task
 
 
@@ -68,6 +68,21 @@ class State:
     stop_best: float = math.nan
     wait: int = 0
     stopped_epoch: int = 0
+
+
+@torch.inference_mode()
+def nonfinite_item(split, batch_size: int) -> None:
+    """Raise DataError naming the first training item whose input or target holds NaN or
+    inf. A set held in memory was scanned before any run (data.checks); a streamed one is
+    read here, once, when training diverges, so the error is the data's, not the lr's."""
+    seen = 0
+    for x, y in split.batches(batch_size, shuffle=False):
+        for what, t in (("input", x), ("target", y)):
+            if t.is_floating_point() and not (ok := torch.isfinite(t.reshape(len(t), -1)).all(1)).all():
+                i = seen + int((~ok).nonzero()[0])
+                raise DataError(f"the {what} of training item {i} holds NaN or inf (found after training diverged; "
+                                f"a streamed set is read as it trains). Fix or drop those samples in the data set.")
+        seen += len(x)
 
 
 @torch.inference_mode()
@@ -163,6 +178,7 @@ def fit(cfg, data: Data, state: State, task: Task, on_epoch: Callable[[State, di
             train = train_epoch(state, data, augment, task, t.batch_size, bar if progress else None)
         seconds = time.perf_counter() - start
         if not math.isfinite(train["loss"]):  # checked once an epoch: no per-batch sync
+            nonfinite_item(data.train, t.eval_batch_size)  # a streamed set's NaN: a data error, not the lr
             raise FloatingPointError(f"training diverged in epoch {epoch}: train loss is {train['loss']}. "
                                      f"Lower train.lr (now {t.lr}).")
         val = evaluate(state.model, data.val, task, t.eval_batch_size, "val") if data.val is not None else None

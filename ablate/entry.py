@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf.errors import OmegaConfBaseException
 
-from ablate import errors
+from ablate import errors, stops
 from ablate.stops import Interrupted
 
 
@@ -64,12 +64,8 @@ def task(fn):
             sys.exit(2)
         except (KeyboardInterrupt, Interrupted) as exc:
             if HydraConfig.get().mode == RunMode.MULTIRUN:
-                raise  # the launcher's to handle (submitit requeues on it)
-            sigterm = isinstance(exc, Interrupted)
-            run = getattr(exc, "ablate_run", None)
-            said = f"run {run} is KILLED; rerun the same command to resume it" if run else "no run was started"
-            print(f"ablate: stopped by {'SIGTERM' if sigterm else 'SIGINT'}: {said}.", file=sys.stderr)
-            sys.exit(143 if sigterm else 130)  # 128 + the signal, as a shell reports it
+                raise  # the launcher's to handle (submitit requeues on it); the entry says it
+            sys.exit(stops.stopped(exc))
         except Exception as exc:
             if (full := errors.disk_full(exc)) is None or HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
@@ -93,8 +89,12 @@ def app(task_function, config_path: str | None, config_name: str | None, version
     @functools.wraps(task_function)
     def entry() -> Any:
         errors.raise_hydras_errors()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, stops.sigterm)  # a stop before any run exists is one line too
         try:
             return main()
+        except (KeyboardInterrupt, Interrupted) as exc:  # composing, or a sweep: its jobs' runs are closed
+            sys.exit(stops.stopped(exc))
         except ValueError as exc:  # Hydra's own check of its flags: `-m` with `--cfg`, say
             if errors.report_hydras_errors() or not str(exc).startswith("Only one of"):
                 raise

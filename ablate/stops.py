@@ -4,6 +4,7 @@ all three wait."""
 from __future__ import annotations
 
 import signal
+import sys
 from contextlib import contextmanager
 
 
@@ -15,6 +16,27 @@ class Interrupted(BaseException):
 
 def sigterm(signum, frame):
     raise Interrupted(f"signal {signum}")
+
+
+# What a stop closes beyond the job's own run: a sweep's parent run (ablate.callbacks
+# adds its sweep here while it is open). Each takes the reason, returns what it closed.
+ON_STOP: list = []
+
+
+def stopped(exc: BaseException) -> int:
+    """Ctrl-C or SIGTERM reached the top of `python -m ablate` (or an `ablate.main` app):
+    close what is open, say so in one line, and return the exit code, 128 + the signal
+    (130, 143), as a shell reports it. A sweep turns SIGTERM into KeyboardInterrupt (so
+    joblib stops its workers) and marks it with `ablate_signal`."""
+    term = isinstance(exc, Interrupted) or getattr(exc, "ablate_signal", None) == signal.SIGTERM
+    name = "SIGTERM" if term else "SIGINT"
+    closed = [what for close in list(ON_STOP) if (what := close(f"stopped by {name}"))]
+    run = getattr(exc, "ablate_run", None)
+    said = [*([f"run {run}"] if run else []), *closed]
+    tail = f"{' and '.join(said)} {'is' if len(said) == 1 else 'are'} KILLED; rerun the same command to resume" \
+        if said else "no run was started"
+    print(f"ablate: stopped by {name}: {tail}.", file=sys.stderr)
+    return 143 if term else 130
 
 
 @contextmanager

@@ -192,6 +192,19 @@ def test_a_nan_in_the_training_data_is_a_data_error_before_any_run(store, bad, m
         store).search_runs(["1"])
 
 
+def test_a_nan_in_a_streamed_training_set_is_a_data_error_and_not_the_learning_rate(store, monkeypatch):
+    """A streamed set (not held in memory: not scanned before the run) with a NaN gave
+    "training diverged ... Lower train.lr". Its items are read once when it diverges."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    cfg = ablate.compose([f"tracking.uri={store}", "data._target_=test_nothing_lost.NanFeatures", "data.name=nan",
+                          "data.memory_limit_mb=0", "data.standardize=false", "~model", "+model={_target_:torch.nn.Linear,name:linear,"
+                          "in_features:6,out_features:3}", "train.epochs=1", "progress=false", "train.batch_size=8",
+                          *[f"data.{k}=null" for k in ("mean", "std", "channels", "height", "width", "num_classes")]])
+    with pytest.raises(DataError, match=r"the input of training item 5 holds NaN or inf") as err:
+        ablate.train(cfg)
+    assert "train.lr" not in str(err.value)
+
+
 # ----------------------------------------------------------------------------- 4. intent
 
 def test_dict_key_order_inside_a_list_is_not_identity(tiny_data):
@@ -429,3 +442,45 @@ def test_the_recorded_command_is_shell_quoted_and_pastes_back_to_the_same_sweep(
                             cwd=tmp_path, capture_output=True, text=True, check=True)
     assert pasted.stdout.split("\0")[:-1] == ["python", "-m", "ablate", *args]
     assert not list(tmp_path.glob("PWNED*")), "pasting the recorded command ran a command of its own"
+
+
+@pytest.mark.parametrize("after_s", [1.0, 9.0])  # torch and MLflow loading; composing, the data, or a run
+def test_a_sigterm_before_any_run_exists_is_one_line(tmp_path, tiny_data, after_s):
+    """It was a silent exit 143: the default handler ran before ablate's."""
+    import time
+    job = subprocess.Popen([sys.executable, "-m", "ablate", f"data.root={tiny_data}", *FAST, "train.epochs=50"],
+                           cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(after_s)
+    job.send_signal(signal.SIGTERM)
+    out, err = job.communicate(timeout=120)
+    lines = [line for line in (out + err).splitlines() if line.strip() and not line.startswith(("20", "["))]
+    assert job.returncode == 143 and lines and lines[-1].startswith("ablate: stopped by SIGTERM"), out + err
+    assert "Traceback" not in out + err
+
+
+def test_ctrl_c_in_a_sweep_is_one_line_the_sweep_killed_and_the_rerun_finishes_it(tmp_path, tiny_data):
+    """Ctrl-C during a sequential sweep's first job gave a KeyboardInterrupt traceback,
+    exit 1 and a FAILED parent run. Now: one line, exit 130, the job's run and the
+    parent run KILLED, and the same command resumes and finishes."""
+    args = ["-m", "seed=0,1", f"data.root={tiny_data}", *FAST, "train.batch_size=16", "train.epochs=3",
+            "report.auto=false"]
+    sweep = subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=tmp_path, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+    for line in sweep.stdout:
+        if line.startswith("epoch 1/3"):
+            break
+    sweep.send_signal(signal.SIGINT)
+    rest = sweep.stdout.read()
+    sweep.wait(timeout=60)
+    assert sweep.returncode == 130 and "Traceback" not in rest, rest[-3000:]
+    last = rest.strip().splitlines()[-1]
+    assert last.startswith("ablate: stopped by SIGINT: run ") and "sweep run" in last and "KILLED" in last, rest
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]  # the parent and job 0
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
+    jobs = [r for r in runs if "ablate.jobs" not in r.data.tags]
+    assert sorted(r.info.status for r in jobs) == ["FINISHED", "FINISHED"]  # job 0 resumed into its run
