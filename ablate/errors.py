@@ -67,6 +67,9 @@ def from_hydra(exc: Exception) -> str:
                 f"Quote a value Hydra's grammar reads as syntax, e.g. 'key=\"a b\"'.")
     if isinstance(exc, SearchPathException):
         return f"{exc}. Give --config-dir a folder that exists (a relative path starts where you run)."
+    if str(exc).startswith("Sweeping over Hydra's configuration is not supported"):
+        return (f"{one_line(exc)}: Hydra chooses its launcher, sweeper and settings once per command. Give one "
+                f"value (hydra/launcher=parallel), and run one sweep for each.")
     if isinstance(exc.__cause__, ValidationError):  # a typed key given a value of the wrong type or choice
         exc = exc.__cause__
     if isinstance(exc, OmegaConfBaseException) and getattr(exc, "full_key", None):

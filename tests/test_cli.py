@@ -63,6 +63,8 @@ def test_reduced_seed_study_runs_all_seven_steps(tmp_path, tiny_data):
                            "bn_before_relu, none"),
     (["-m", "seed=0,1", "trian.epochs=1,2"], "trian.epochs: no such key in the config. Check its spelling"),
     (["train.lr=${nope}"], "train.lr: Interpolation key 'nope' not found. Fix it with"),
+    (["-m", "hydra/launcher=basic,parallel", "seed=0"], "Hydra chooses its launcher, sweeper and settings once"),
+    (["device=tpu"], "device: Invalid value 'tpu', expected one of [auto, cpu, cuda]. Fix it with `device=<value>`."),
 ])
 def test_hydras_own_errors_are_one_line_exit_2_and_no_run(tmp_path, tiny_data, args, needle):
     """What Hydra prints over several lines with exit 1 (a misspelt option or key, in a
