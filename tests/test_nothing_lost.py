@@ -198,7 +198,8 @@ def test_a_nan_in_a_streamed_training_set_is_a_data_error_and_not_the_learning_r
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     cfg = ablate.compose([f"tracking.uri={store}", "data._target_=test_nothing_lost.NanFeatures", "data.name=nan",
                           "data.memory_limit_mb=0", "data.standardize=false", "~model",
-                          "+model={_target_:torch.nn.Linear,name:linear,in_features:6,out_features:3}", "train.epochs=1", "progress=false", "train.batch_size=8",
+                          "+model={_target_:torch.nn.Linear,name:linear,in_features:6,out_features:3}",
+                          "train.epochs=1", "progress=false", "train.batch_size=8",
                           *[f"data.{k}=null" for k in ("mean", "std", "channels", "height", "width", "num_classes")]])
     with pytest.raises(DataError, match=r"the input of training item 5 holds NaN or inf") as err:
         ablate.train(cfg)
