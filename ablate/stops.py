@@ -33,8 +33,9 @@ def stopped(exc: BaseException) -> int:
     closed = [what for close in list(ON_STOP) if (what := close(f"stopped by {name}"))]
     run = getattr(exc, "ablate_run", None)
     said = [*([f"run {run}"] if run else []), *closed]
-    tail = f"{' and '.join(said)} {'is' if len(said) == 1 else 'are'} KILLED; rerun the same command to resume" \
-        if said else "no run was started"
+    one = len(said) == 1
+    tail = f"{' and '.join(said)} {'is' if one else 'are'} KILLED; rerun the same command to resume " \
+           f"{'it' if one else 'them'}" if said else "no run was started"
     print(f"ablate: stopped by {name}: {tail}.", file=sys.stderr)
     return 143 if term else 130
 
