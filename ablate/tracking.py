@@ -235,7 +235,11 @@ def check_artifacts(uri: str, db: Path, experiment: str) -> None:
     where = None
     if db.exists():
         with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as con:
-            row = con.execute("select artifact_location from experiments where name = ?", (experiment,)).fetchone()
+            try:
+                row = con.execute("select artifact_location from experiments where name = ?",
+                                  (experiment,)).fetchone()
+            except sqlite3.OperationalError:  # an empty file: a new store, MLflow makes its tables
+                row = None
             where = row[0] if row else None
     if where is None:
         folder = Path.cwd() / "mlruns"
