@@ -314,8 +314,14 @@ class TrackedRun:
         except (KeyboardInterrupt, stops.Interrupted, SystemExit) as exc:
             # SystemExit: submitit's preemption handler requeues the job and exits from
             # inside training. KILLED, so the requeued job resumes it.
-            with tracking.quick_requests():
-                self.client.set_terminated(self.run_id, "KILLED")
+            # a busy sqlite store ("database is locked", seen in CI with submitit's jobs) is
+            # waited out briefly; never does it replace the stop (a requeue needs it)
+            try:
+                tracking.ride_out("closing the run as KILLED", lambda: self.client.set_terminated(
+                    self.run_id, "KILLED"), min(self.grace, 20.0), self.uri)
+            except Exception as close_exc:
+                log.warning(f"run {self.run_id} could not be closed as KILLED ({errors.one_line(close_exc)[:160]}); "
+                            f"the next job of its config closes it")
             exc.ablate_run = f"{self.run_id} ({self.run.info.run_name})"  # for the one line that says so
             raise
         except Exception as exc:
