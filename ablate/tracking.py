@@ -228,10 +228,9 @@ def check_sqlite(uri: str, db: Path) -> None:
 
 
 def check_artifacts(uri: str, db: Path, experiment: str) -> None:
-    """The experiment's artifact folder must take a run's folder (config.yaml, reports
-    and checkpoints go there), tried with a temporary one: a folder that takes no new
-    file failed at `log_text`, after the run existed. Only a local folder is checked:
-    the experiment's artifact_location, else MLflow's default for a new one, ./mlruns."""
+    """The experiment's local artifact folder (its artifact_location, else MLflow's default
+    for a new one, ./mlruns) must take a run's folder, tried with a temporary one: one
+    that took no new file failed at `log_text`, after the run existed."""
     where = None
     if db.exists():
         with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as con:
