@@ -228,20 +228,16 @@ def check_sqlite(uri: str, db: Path) -> None:
 
 
 def check_artifacts(uri: str, db: Path, experiment: str) -> None:
-    """The experiment's local artifact folder (its artifact_location, else MLflow's default
-    for a new one, ./mlruns) must take a run's folder, tried with a temporary one: one
-    that took no new file failed at `log_text`, after the run existed."""
-    where = None
+    """The experiment's local artifact folder (its artifact_location, else the one a new
+    experiment gets, artifacts_beside(db)) must take a run's folder, tried with a temporary
+    one: one that took no new file failed at `log_text`, after the run existed."""
+    row = None
     if db.exists():
-        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as con:
-            try:
-                row = con.execute("select artifact_location from experiments where name = ?",
-                                  (experiment,)).fetchone()
-            except sqlite3.OperationalError:  # an empty file: a new store, MLflow makes its tables
-                row = None
-            where = row[0] if row else None
-    if where is None:
-        folder = Path.cwd() / "mlruns"
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as con, \
+                contextlib.suppress(sqlite3.OperationalError):  # an empty file: MLflow makes its tables
+            row = con.execute("select artifact_location from experiments where name = ?", (experiment,)).fetchone()
+    if (where := row[0] if row else None) is None:
+        folder = artifacts_beside(db, experiment)
     elif where.startswith("file:") or ("://" not in where and ":" not in where[:2]):
         folder = Path(unquote(urlparse(where).path)) if where.startswith("file:") else Path(where)
     else:
@@ -311,14 +307,17 @@ def ensure_experiment(uri: str, name: str) -> str:
         return _ensure_experiment(uri, name)
 
 
+def artifacts_beside(db: Path, name: str) -> Path:
+    """A new experiment's artifacts in a sqlite store: beside the database, whatever the cwd."""
+    return db.parent / "mlruns" / safe_name(name)
+
+
 def _ensure_experiment(uri: str, name: str) -> str:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = None
-    if (db := sqlite_file(uri)) is not None:  # artifacts beside the db, whatever the cwd
-        location = (db.parent / "mlruns" / safe_name(name)).as_uri()
+    location = artifacts_beside(db, name).as_uri() if (db := sqlite_file(uri)) is not None else None
     try:  # the kind tag opens MLflow 3's UI on its training-runs view, not GenAI's
         return client.create_experiment(name, artifact_location=location,
                                         tags={"mlflow.experimentKind": "custom_model_development"})
