@@ -17,11 +17,12 @@ trains nothing twice, and ends where an uninterrupted one ends.
 
 Looking at the data after every seed and stopping when it looks decisive would claim
 too much. A comparison is therefore decisive by the report's own rule (stats.Rule):
-its interval at level 1 - alpha / (m L) excludes 0, for m comparisons and L = max - min
-+ 1 looks, so a comparison that stops as decisive is reported clear, with the same
-interval, and the chance of any false claim over the whole study stays at alpha.
-Racing drops a candidate only when it is worse than another at the same kind of level,
-over every pair of candidates and every look.
+Holm's step-down over every comparison, each p adjusted for the looks its policy allows
+(min..max seeds) by a group-sequential boundary. Later looks only lower a comparison's
+p (its smallest over the looks counts) and Holm's verdicts never undo one, so a
+comparison that stops as decisive is reported clear, and the chance of any false claim
+over the whole study stays at alpha. Racing drops a candidate only when it is worse
+than the leader by the same rule, over every pair of candidates and every look.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ from ablate.designs import (  # SeedPolicy: a plan holds one
 from ablate.metrics import Objective
 
 Job = tuple[str, int]  # (arm name, seed)
-RULE = "bonferroni: comparisons x looks"  # how decisions are taken; recorded in design.json
+RULE = "holm: comparisons, group-sequential over looks"  # how decisions are taken; recorded in design.json
 # A round's jobs in, every stored result out: a [seed x arm] table of the metric, NaN
 # where a run is missing or failed, and the set of (arm, seed) that failed.
 Runner = Callable[[list[tuple[Arm, int]]], tuple[pd.DataFrame, set[Job]]]
@@ -91,7 +92,18 @@ def decide(policy: SeedPolicy, comps: list[Contrast], table: pd.DataFrame, faile
     """Each comparison's state after this look, by the report's rule over all of them
     and every look the policy allows. `sesoi`: the smallest effect of interest (for
     `until: settled`); `bounds`: the range of the contrast."""
-    rule = stats.Rule(comparisons=len(comps), looks=policy.looks)
+    rule = stats.Rule(comparisons=len(comps), looks=policy.looks, first=policy.min)
+    judged: dict[str, tuple[pd.Series, stats.Comparison]] = {}
+    for c in comps:
+        d = contrast_values(c, table)
+        if len(d) >= 2:
+            # "no spread" is judged against the arms' values, as the report judges it, not the contrast's
+            scale = float(np.nanmax(np.abs(table.reindex(columns=list(c.arms)).to_numpy(dtype=float))))
+            judged[c.name] = d, stats.paired(np.zeros(len(d)), d.to_numpy(), bounds, rule, sesoi, detect=False,
+                                             scale=scale)
+    # one family: Holm's step-down over every comparison at this look, as the report judges them
+    for name, comp in zip(judged, rule.judge([comp for _, comp in judged.values()]), strict=True):
+        judged[name] = judged[name][0], comp
     out = []
     for c in comps:
         d = contrast_values(c, table)
@@ -102,11 +114,11 @@ def decide(policy: SeedPolicy, comps: list[Contrast], table: pd.DataFrame, faile
         if n < 2:
             out.append(Decision(c.name, n, math.nan, math.nan, math.nan, "open"))
             continue
-        # "no spread" is judged against the arms' values, as the report judges it, not the contrast's
-        scale = float(np.nanmax(np.abs(table.reindex(columns=list(c.arms)).to_numpy(dtype=float))))
-        comp = stats.paired(np.zeros(n), d.to_numpy(), bounds, rule, sesoi, detect=False, scale=scale)
+        comp = judged[c.name][1]
         lo, hi = comp.ci_lo, comp.ci_hi
-        half = (hi - lo) / 2 if not math.isnan(lo) else math.inf  # no spread: no interval to be narrow
+        # how precise: the half-width at Holm's first step (a clear effect's interval ends at 0,
+        # which says its sign, not its precision); no spread: no interval to be narrow
+        half = comp.half if not math.isnan(comp.half) else math.inf
         if n < policy.min:
             status = "open"
         elif policy.until in ("decisive", "settled") and comp.clear:
@@ -229,7 +241,8 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
         dropped: dict[str, int] = {}
         k = 2 if race else seeds
         # the leader is chosen by the data, so the family is every pair, at every look
-        race_rule = stats.Rule(comparisons=max(1, len(remaining) * (len(remaining) - 1) // 2), looks=max(1, seeds - 1))
+        race_rule = stats.Rule(comparisons=max(1, len(remaining) * (len(remaining) - 1) // 2), looks=max(1, seeds - 1),
+                               first=2)
         while True:
             jobs = [(here, s) for s in range(k)] + [(cands[f], s) for f in alive for s in range(k)]
             table, _ = run(jobs)
@@ -239,12 +252,15 @@ def greedy_path(design: Design, seeds: int, run: Runner, race: bool = False,
             if not race or k >= seeds or len(alive) == 1:
                 break
             leader = max(alive, key=lambda f: -math.inf if math.isnan(gains[f][0]) else sign * gains[f][0])
-            for f in [f for f in alive if f != leader]:
+            others = [f for f in alive if f != leader]
+            vs_leader = []
+            for f in others:
                 # how much better f is than the leader, per seed: worse by the rule drops it
                 pair = table[[cands[f].name, cands[leader].name]].dropna()
                 diff = sign * (pair.iloc[:, 0] - pair.iloc[:, 1]).to_numpy()
-                worse = stats.paired(np.zeros(len(diff)), diff, None, race_rule, detect=False,
-                                     scale=float(pair.abs().to_numpy().max(initial=0.0)))
+                vs_leader.append(stats.paired(np.zeros(len(diff)), diff, None, race_rule, detect=False,
+                                              scale=float(pair.abs().to_numpy().max(initial=0.0))))
+            for f, worse in zip(others, race_rule.judge(vs_leader), strict=True):  # Holm over every pair
                 if worse.clear and worse.delta < 0:
                     alive.remove(f)
                     dropped[f] = k

@@ -162,6 +162,9 @@ def _arm_table(design: Design, runs: pd.DataFrame, stratum: dict, objective: Obj
             row.update({f"level.{f}": v for f, v in design.levels(arm).items()})
         for m in _metrics(objective):
             row.update({f"{m}_{k}": v for k, v in stats.describe(done[f"metrics.{m}"], objective.bounds).items()})
+        # issue 30 item 8: a seed far from its arm's others (one outlier wrecks a t-interval of 3)
+        seeds = done.set_index("seed")[f"metrics.{objective.column}"]
+        row["outlying"] = ",".join(str(s) for s in stats.outlying(seeds))
         if has_floor(objective, runs) and "metrics.test_samples" in done:
             row["floor"] = binomial_floor(row[f"{objective.column}_mean"], done["metrics.test_samples"].max())
         rows.append(row)
@@ -191,11 +194,13 @@ def _effect_row(name: str, kind: str, what: str, per_seed: dict[str, tuple[pd.Se
 
 def judge(row: dict, rule: stats.Rule, objective: Objective, sesoi: float | None,
           decided: dict | None = None) -> dict:
-    """The effect's comparisons, paired over the seeds both sides have; for an adaptive
-    decision (`decided`, from design.json), over the seeds it was judged on: its recorded
-    seed ids, or for a design.json written before they were recorded, the seeds below
-    its n (which are not the decision's where a run failed)."""
+    """The effect's comparisons (under `_comps`, for judge_family), paired over the seeds
+    both sides have, in seed order (the order an adaptive study added them); for an
+    adaptive decision (`decided`, from design.json), over the seeds it was judged on: its
+    recorded seed ids, or for a design.json written before they were recorded, the seeds
+    below its n (which are not the decision's where a run failed)."""
     out = {k: v for k, v in row.items() if k != "_per_seed"}
+    out["_comps"] = {}
     for m, (a, b) in row["_per_seed"].items():
         seeds = sorted(set(a.index) & set(b.index))
         if decided and decided.get("seeds"):
@@ -203,9 +208,21 @@ def judge(row: dict, rule: stats.Rule, objective: Objective, sesoi: float | None
             seeds = [s for s in seeds if isinstance(s, (int, float, np.number)) and int(s) in used]
         elif decided and all(isinstance(s, (int, float, np.number)) for s in seeds):
             seeds = [s for s in seeds if s < decided["n"]]  # an adaptive study's seeds are 0, 1, ...
-        comp = stats.paired(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), objective.delta_bounds, rule, sesoi)
-        out.update({f"{m}_{k}": v for k, v in comp.as_dict().items()})
+        out["_comps"][m] = stats.paired(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), objective.delta_bounds,
+                                        rule, sesoi)
     return out
+
+
+def judge_family(rows: list[dict], rule: stats.Rule) -> None:
+    """Each metric's comparisons of `rows` (their `_comps`) judged as one family by
+    `rule` (Holm's step-down, compatible intervals), written into the rows as
+    `<metric>_<field>` columns."""
+    for m in dict.fromkeys(m for r in rows for m in r["_comps"]):
+        have = [r for r in rows if m in r["_comps"]]
+        for r, comp in zip(have, rule.judge([r["_comps"][m] for r in have]), strict=True):
+            r.update({f"{m}_{k}": v for k, v in comp.as_dict().items()})
+    for r in rows:
+        del r["_comps"]
 
 
 def shapley_table(design: Design, runs: pd.DataFrame, objective: Objective, rule: stats.Rule) -> pd.DataFrame:
@@ -285,6 +302,7 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
     decided = {d["comparison"]: d for d in (adaptive or {}).get("decisions", [])}
     # every comparison may have been looked at max - min + 1 times, finished or not
     looks = adaptive["policy"]["max"] - adaptive["policy"]["min"] + 1 if adaptive and rounds is None else 1
+    first = adaptive["policy"]["min"] if looks > 1 else 2
     runs = runs.copy()
     runs["arm"] = _arm_of(runs, spec)
     runs = runs[runs["arm"].notna()]
@@ -329,14 +347,13 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
                 rows.append(_effect_row(c.name, c.kind, c.what, per_seed, status))
         pending += [{**row, **stratum} for row in rows]
     # one family: every effect of the table, over all strata, at every look
-    rule = stats.Rule(comparisons=len(pending), looks=looks)
-    judged = []
-    for row in pending:
-        d = decided.get(row["effect"])
-        out = judge(row, rule, objective, sesoi, decided=d)  # on the seeds the decision saw
+    rule = stats.Rule(comparisons=len(pending), looks=looks, first=first)
+    judged = [judge(row, rule, objective, sesoi, decided=decided.get(row["effect"])) for row in pending]
+    judge_family(judged, rule)
+    for out in judged:
+        d = decided.get(out["effect"])  # judged on the seeds the decision saw
         if d:
             out["seeds"], out["stopped"] = out[f"{objective.column}_n"], _stopped(d, adaptive.get("rule") is not None)
-        judged.append(out)
     effects = pd.DataFrame(judged)
     col = objective.column
     for r in judged:  # issue 30 item 5: why [0.05, 0.05, 0.05] is not clear while [0.05, 0.05, 0.06] may be
@@ -352,6 +369,10 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
         if r["failed"]:
             notes.append(f"arm {r['arm']}: {r['failed']} of {r['runs']} seed(s) failed"
                          + (f": {r['error']}" if r["error"] else ""))
+        if r["outlying"]:
+            notes.append(f"arm {r['arm']}: seed(s) {r['outlying']} lie far from the arm's others (robust z > "
+                         f"{stats.OUTLYING:g}): a t-interval over so few seeds is at their mercy; the sign-flip p "
+                         f"beside each effect's does not assume normality. Look at those runs before trusting it")
     shap = shapley_table(design, runs, objective, rule) if design.kind == "factorial" and not strata else None
     if design.kind == "factorial" and strata:
         notes.append(f"no Shapley values: the factorial is crossed with {', '.join(s[len('params.'):] for s in strata)}"

@@ -1,5 +1,5 @@
 """Paper tables: a report's arms and effects as booktabs LaTeX (pandas'
-Styler.to_latex; the document needs `\\usepackage{booktabs}`).
+Styler.to_latex; the document needs `\\usepackage{booktabs,array}`).
 
     arms     arm, n, mean ± std of the objective (and its other selection)
     effects  effect, Δ [interval of the decision rule], adjusted p, verdict
@@ -36,7 +36,9 @@ def _delta(r: pd.Series, m: str, dg: int) -> str:
         return f"${d}$ (no spread)"
     if math.isnan(r[f"{m}_ci_lo"]):
         return f"${d}$"
-    return f"${d}$ $[{_num(r[f'{m}_ci_lo'], dg, True)}, {_num(r[f'{m}_ci_hi'], dg, True)}]$"
+    lo, hi = (("0" if r.get(f"{m}_clear", False) and v == 0 else _num(v, dg, True))  # a bound the verdict set at 0
+              for v in (r[f"{m}_ci_lo"], r[f"{m}_ci_hi"]))
+    return f"${d}$ $[{lo}, {hi}]$"
 
 
 def escape(text: str) -> str:
@@ -48,16 +50,23 @@ def escape(text: str) -> str:
     return "".join(special.get(c, c) for c in text)
 
 
+# the first column (an arm or an effect: a greedy path's arm is every factor so far, joined by +)
+# wraps within a third of the line, so a table fits the page (issue 30 item 10: it ran 187 pt
+# past it); ragged right needs \usepackage{array}
+FIRST = r">{\raggedright\arraybackslash}p{0.32\linewidth}"
+
+
 def _latex(df: pd.DataFrame, caption: str, label: str) -> str:
     """`caption`, the headers and the cells are LaTeX already: text in them is escape()d."""
     return (df.style.hide(axis="index")
             .to_latex(hrules=True, caption=caption, label=label, position="htbp", position_float="centering",
-                      column_format="l" + "r" * (len(df.columns) - 1)))
+                      column_format=FIRST + "r" * (len(df.columns) - 1)))
 
 
 def _name(text: str) -> str:
-    """An effect's name: `a x b` (an interaction) as `a $\\times$ b`, the rest escaped."""
-    return r" $\times$ ".join(escape(part) for part in str(text).split(" x "))
+    """An effect's name: `a x b` (an interaction) as `a $\\times$ b`, the rest escaped; a line
+    may break after each + of an arm's factors."""
+    return r" $\times$ ".join(escape(part) for part in str(text).split(" x ")).replace("+", r"+\allowbreak{}")
 
 
 def tables(arms: pd.DataFrame, effects: pd.DataFrame, o: Objective, rule: Rule, dg: int, name: str = "arm",
@@ -87,18 +96,15 @@ def tables(arms: pd.DataFrame, effects: pd.DataFrame, o: Objective, rule: Rule, 
             f"$\\Delta${escape(units)} [{escape(rule.percent())} CI]": [_delta(r, h, dg)
                                                                        for _, r in effects.iterrows()],
             "$n$": effects[f"{h}_n"].map(lambda n: f"${int(n)}$"),
-            f"$p \\times {rule.comparisons * rule.looks}$": effects[f"{h}_p_adj"].map(_p),
+            escape(rule.p_label()).replace("p", "$p$", 1): effects[f"{h}_p_adj"].map(_p),
             "verdict": [escape(v) or "--" for v in (verdicts if verdicts is not None else [""] * len(effects))],
         })
-        family = f"{rule.comparisons} comparison{'s' if rule.comparisons != 1 else ''}"
-        caption = (escape(f"Effects on the {o.named()} ({o.direction}), paired over the seeds both sides have. "
-                          f"Intervals and ") + "$p$" + escape(f" are Bonferroni-adjusted over {family}")
-                   + (f" $\\times$ {rule.looks} looks" if rule.looks > 1 else "")
-                   + "; an effect is clear when its interval excludes 0")
+        caption = (escape(f"Effects on the {o.named()} ({o.direction}), paired over the seeds both sides have. ")
+                   + escape(rule.describe().removeprefix("Decision rule: ")))
         if sesoi is not None:
-            caption += escape(f"; equivalent when its {100 * (1 - 2 * rule.each):.4g}% interval lies inside "
+            caption += escape(f" Equivalent when its {100 * (1 - 2 * rule.equivalence):.4g}% interval lies inside "
                               f"±{sesoi:g}{units}, the smallest effect of interest")
-        out.append(_latex(eff, caption + ".", f"tab:{label}-effects"))
+        out.append(_latex(eff, caption.rstrip(".") + ".", f"tab:{label}-effects"))
     if shapley is not None and len(shapley):
         units = f" ({o.units})" if o.units else ""
         shap = pd.DataFrame({

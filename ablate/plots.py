@@ -78,7 +78,7 @@ def forest(rep, path: Path, metric: str | None = None) -> None:
             lo, hi = e[f"{metric}_ci_lo"].to_numpy()[i:i + 1], e[f"{metric}_ci_hi"].to_numpy()[i:i + 1]
             ax.errorbar(mean[i], y[i], xerr=None if np.isnan(lo[0]) else _errors(mean[i:i + 1], lo, hi),
                         fmt="o", mfc=None if not np.isnan(lo[0]) else "white",
-                        color=colours[i], capsize=4, label=f"{level} t-interval (the rule's)" if i == 0 else None)
+                        color=colours[i], capsize=4, label=f"{level} interval (the rule's)" if i == 0 else None)
     if rep.sesoi is not None:
         ax.axvspan(-rep.sesoi, rep.sesoi, color="tab:green", alpha=0.1, label=f"±sesoi ({rep.sesoi:g})")
     ax.axvline(0, color="black", lw=0.8)
@@ -88,8 +88,8 @@ def forest(rep, path: Path, metric: str | None = None) -> None:
             "grid": "difference (this − first)"}[rep.design.kind]
     better = "right" if o.goal == "max" else "left"
     ax.set_xlabel(f"{kind}, {metric.replace('_', ' ')}{_paren(o.units)}; better to the {better}")
-    ax.set_title(f"{rep.design.name}: blue = clear by the rule (Bonferroni over {rep.rule.comparisons} effects"
-                 + (f" × {rep.rule.looks} looks)" if rep.rule.looks > 1 else ")")
+    ax.set_title(f"{rep.design.name}: blue = clear by the rule (Holm over {rep.rule.comparisons} effects"
+                 + (f", {rep.rule.looks} looks)" if rep.rule.looks > 1 else ")")
                  + ("; green = equivalent" if rep.sesoi is not None else ""), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="best")

@@ -42,7 +42,7 @@ def test_the_leave_one_out_preset_runs_every_arm_once_and_a_rerun_trains_nothing
     assert all(f in effects for f in LOO_FACTORS) and (report / "report.png").stat().st_size > 10_000
     assert "Clear (final test accuracy" in (report / "report.md").read_text()
     md = (report / "report.md").read_text()
-    assert "Decision rule: an effect is clear when its 99.17% t-interval excludes 0" in md
+    assert "Decision rule: Holm's step-down over 6 comparisons" in md and "simultaneous at 95%" in md
 
     again = run_cli(args, cwd=tmp_path, timeout=900)
     assert again.returncode == 0 and "Skipping 14 of 14 jobs" in again.stdout + again.stderr

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from test_statistics import compatible
 
 from ablate import report, tracking
 from ablate.metrics import Objective
@@ -69,12 +70,14 @@ def test_deltas_are_paired_by_seed_with_scipys_ci(study):
     d = rep.deltas.set_index(["from", "to"])
     row = d.loc[("step=2", "step=3")]
     a, b = STUDY[2][3], STUDY[3][3]
-    # the interval the rule decides with: Bonferroni over every comparison of the table
-    assert rep.rule.comparisons == len(rep.deltas) and rep.rule.level == pytest.approx(1 - 0.05 / len(rep.deltas))
-    ci = stats.ttest_rel(b, a).confidence_interval(rep.rule.level)
+    # the rule's interval: Holm over every comparison of the table, compatible with its verdicts
+    clear = list(rep.deltas["best_test_acc_clear"])
+    assert rep.rule.comparisons == len(rep.deltas) and rep.rule.level == pytest.approx(0.95)
+    sign = int(np.sign(row["best_test_acc_delta"])) if row["best_test_acc_clear"] else 0
+    ci = compatible(a, b, len(rep.deltas), clear, sign)
     assert row["vs"] == "previous" and row["best_test_acc_test"] == "paired t"
     assert row["best_test_acc_delta"] == pytest.approx(np.mean(b) - np.mean(a))
-    assert (row["best_test_acc_ci_lo"], row["best_test_acc_ci_hi"]) == pytest.approx((ci.low, ci.high))
+    assert (row["best_test_acc_ci_lo"], row["best_test_acc_ci_hi"]) == pytest.approx(ci)
     assert row["delta_params"] == 144
     assert row["changed"] == "model.dropout: 0.0→0.05; norm: none→bn_before_relu"
     first = d.loc[("step=1", "step=3")]
@@ -218,8 +221,8 @@ def test_a_min_objective_calls_a_decrease_an_improvement_and_its_intervals_are_n
     down, up = d.loc[("step=1", "step=2")], d.loc[("step=2", "step=3")]
     assert down["final_test_rmse_delta"] < 0 and down["final_test_rmse_clear"] and down["final_test_rmse_better"]
     assert up["final_test_rmse_delta"] > 0 and up["final_test_rmse_clear"] and not up["final_test_rmse_better"]
-    ci = stats.ttest_rel(final[3], final[2]).confidence_interval(rep.rule.level)
-    assert (up["final_test_rmse_ci_lo"], up["final_test_rmse_ci_hi"]) == pytest.approx((ci.low, ci.high))  # > 100
+    ci = compatible(final[2], final[3], len(rep.deltas), list(rep.deltas["final_test_rmse_clear"]), sign=1)
+    assert (up["final_test_rmse_ci_lo"], up["final_test_rmse_ci_hi"]) == pytest.approx(ci) and ci[1] > 100
     shown = report.delta_table(rep).set_index(["from", "to"])["verdict"]
     assert (shown[("step=1", "step=2")], shown[("step=2", "step=3")]) == ("improves", "worsens")
     md = report.markdown(rep)

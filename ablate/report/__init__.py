@@ -23,6 +23,7 @@ from ablate.report.tables import (
                                   design_markdown,
                                   effects_table,
                                   markdown,
+                                  plan_table,
                                   rounds_table,
                                   shapley_table,
                                   table,
@@ -44,5 +45,6 @@ from ablate.report.text import (
 __all__ = ["Report", "ReportError", "adaptive_line", "arms_table", "build", "changed", "compare", "delta_table",
            "design_markdown", "design_of", "design_runs", "digits", "effects_table", "for_sweep", "label_keys",
            "load_runs", "main", "markdown", "mean_ci", "noise", "noise_floor", "objective_line", "path_line",
-           "rejudged", "report_design", "rounds_table", "rule_line", "shapley_line", "shapley_table", "stats_note",
+           "plan_table", "rejudged", "report_design", "rounds_table", "rule_line", "shapley_line", "shapley_table",
+           "stats_note",
            "table", "variance_table", "verdict", "with_test_samples", "write", "write_design"]

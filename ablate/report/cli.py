@@ -17,7 +17,7 @@ from ablate.metrics import Objective
 from ablate.report.files import write, write_design
 from ablate.report.grid import build
 from ablate.report.load import ReportError, design_of, design_runs, find_parent, load_runs, with_test_samples
-from ablate.report.tables import delta_table, effects_table, table
+from ablate.report.tables import delta_table, effects_table, plan_line, plan_table, table
 from ablate.report.text import noise, objective_line, rule_line, verdict
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--goal", default=None, choices=["max", "min"],
                     help="the direction of --metric: required for a metric other than the objective's")
     ap.add_argument("--select", default=None, choices=["final", "best"], help="the epoch of --metric's value")
+    ap.add_argument("--plan", default=None, type=float, metavar="EFFECT",
+                    help="how many seeds each comparison needs for a true effect of EFFECT (the objective's units) "
+                         "to be clear with power 0.8, from its spread so far, with that estimate's range")
     ap.add_argument("--out", default="reports/latest", type=Path)
     args = ap.parse_args(argv)
     judge = (args.metric, args.goal, args.select)
     try:
         stats.check_sesoi(args.sesoi, "--sesoi")
+        stats.check_sesoi(args.plan, "--plan")  # the same kind of number: a positive size in the objective's units
     except AblateError as exc:
         print(f"ablate.report: {exc}", file=sys.stderr)
         return 2
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 rep, paths = report_design(client, parent, args.out,
                                            f"{title}, design {parent.data.tags[tracking.DESIGN]}", None, args.sesoi,
                                            args.test_samples, args.filter, judge)
-                _say(rep, paths)
+                _say(rep, paths, args.plan)
                 return 0
         runs, notes = load_runs(uri, args.experiment, args.sweep_id, args.filter)
         declared = runs.get("params.report.sesoi", pd.Series(dtype=str)).dropna().unique()
@@ -145,14 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ReportError, AblateError) as exc:  # a missing store; runs scored by different objectives
         print(f"ablate.report: {exc}", file=sys.stderr)
         return 2
-    _say(rep, write(rep, args.out, title=title))
+    _say(rep, write(rep, args.out, title=title), args.plan)
     return 0
 
 
-def _say(rep, paths: dict | None = None) -> None:
+def _say(rep, paths: dict | None = None, plan: float | None = None) -> None:
     """A report on the terminal, the same at a sweep's end and from the CLI: the
     objective and the rule, the tables, the verdict and the noise floor, the notes,
-    and where the files went (`paths`)."""
+    where the files went (`paths`), and with `plan` the seeds each comparison needs
+    (written to plan.csv beside the report's files)."""
     design = isinstance(rep, effects.DesignReport)
     parts = [objective_line(rep.objective), rule_line(rep.rule, rep.sesoi, rep.objective,
                                                       design and rep.rounds is not None)]
@@ -165,5 +170,11 @@ def _say(rep, paths: dict | None = None) -> None:
             print(part, end="\n\n")
     for n in rep.notes:
         print(f"note: {n}")
+    if plan is not None:
+        planned = plan_table(rep, plan)
+        print(f"\n{plan_line(rep, plan)}\n\n{planned.to_string(index=False)}")
+        if paths:
+            paths = {**paths, "plan": Path(paths["md"]).with_name("plan.csv")}
+            planned.to_csv(paths["plan"], index=False)
     if paths:
         print(f"wrote {', '.join(str(p) for p in paths.values())}")

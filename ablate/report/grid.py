@@ -39,20 +39,26 @@ def mean_ci(x: np.ndarray, bounds=None) -> tuple[float, float]:
     return stats.t_interval(x, bounds)
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str, bounds=None, rule: stats.Rule | None = None,
-            sesoi: float | None = None) -> dict:
-    """b - a for one metric, judged by `rule`: paired over the seeds both sides have
-    (the others are named in `unpaired`), Welch's test when fewer than two are shared.
-    The interval is cut to `bounds`, the range of a difference (stats.py)."""
+def comparison(a: pd.DataFrame, b: pd.DataFrame, metric: str, bounds=None, rule: stats.Rule | None = None,
+               sesoi: float | None = None) -> tuple[stats.Comparison, str]:
+    """b - a for one metric: paired over the seeds both sides have (in seed order),
+    Welch's test when fewer than two are shared; and the seeds left out ("4,7"). Judged
+    as a family of one; Rule.judge judges the table's. The interval is cut to `bounds`,
+    the range of a difference (stats.py)."""
     rule = rule or stats.Rule()
     sa, sb = a.set_index("seed")[metric], b.set_index("seed")[metric]
     shared = sorted(set(sa.index) & set(sb.index))
     if len(shared) >= 2:
-        out = stats.paired(sa.loc[shared].to_numpy(), sb.loc[shared].to_numpy(), bounds, rule, sesoi).as_dict()
-        out["unpaired"] = ",".join(str(x) for x in sorted(set(sa.index) ^ set(sb.index)))
-    else:
-        out = {**stats.welch(sa.to_numpy(), sb.to_numpy(), bounds, rule, sesoi).as_dict(), "unpaired": ""}
-    return out
+        comp = stats.paired(sa.loc[shared].to_numpy(), sb.loc[shared].to_numpy(), bounds, rule, sesoi)
+        return comp, ",".join(str(x) for x in sorted(set(sa.index) ^ set(sb.index)))
+    return stats.welch(sa.to_numpy(), sb.to_numpy(), bounds, rule, sesoi), ""
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str, bounds=None, rule: stats.Rule | None = None,
+            sesoi: float | None = None) -> dict:
+    """`comparison` as a dict of its fields and `unpaired`."""
+    comp, unpaired = comparison(a, b, metric, bounds, rule, sesoi)
+    return {**comp.as_dict(), "unpaired": unpaired}
 
 
 def _is_child(key: str, parents) -> bool:
@@ -127,6 +133,10 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         for m in metrics:
             row.update({f"{m}_{k}": v for k, v in stats.describe(g[m], objective.bounds).items()})
         row["best_epoch_mean"] = g["best_epoch"].mean()
+        row["outlying"] = ",".join(str(x) for x in stats.outlying(g.set_index("seed")[objective.column]))
+        if row["outlying"]:
+            notes.append(f"{label}: seed(s) {row['outlying']} lie far from the others (robust z > "
+                         f"{stats.OUTLYING:g}); look at those runs before trusting its interval")
         if effects.has_floor(objective, runs):
             row["floor"] = effects.binomial_floor(row[f"{objective.column}_mean"], g["test_samples"].max())
         rows.append(row)
@@ -151,15 +161,18 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
         row = {"from": a, "to": b, "vs": kind,
                "delta_params": _count(members[b]["param_count"].iloc[0] - members[a]["param_count"].iloc[0]),
                "changed": changed(first_params[a], first_params[b], skip=(order,))}
+        row["_comps"] = {}
         for m in metrics:
-            comp = compare(members[a], members[b], m, objective.delta_bounds, rule, sesoi)
-            row.update({f"{m}_{k}": v for k, v in comp.items()})
+            row["_comps"][m], row[f"{m}_unpaired"] = comparison(members[a], members[b], m, objective.delta_bounds,
+                                                                rule, sesoi)
+        comparisons.append(row)
+    effects.judge_family(comparisons, rule)  # every delta of the table: one family
+    for row in comparisons:
         if row[f"{objective.column}_test"] == "Welch t":
             notes.append(f"{b} vs {a}: unpaired (Welch's test), as fewer than two seeds were run on both sides")
         elif row[f"{objective.column}_unpaired"]:
             notes.append(f"{b} vs {a}: paired on the {row[f'{objective.column}_n']} seeds both have; seed(s) "
                          f"{row[f'{objective.column}_unpaired']} left out (run on one side only)")
-        comparisons.append(row)
     deltas = pd.DataFrame(comparisons)
     for m in metrics if len(deltas) else ():
         deltas[f"{m}_better"] = objective.sign * deltas[f"{m}_delta"] > 0  # an improvement, by the objective

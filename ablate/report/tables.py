@@ -2,6 +2,8 @@
 terminal, Markdown and HTML (numbers formatted to the seeds' own precision)."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from ablate import effects, stats
@@ -22,6 +24,7 @@ from ablate.report.text import (
     rule_line,
     shapley_line,
     stats_note,
+    units_suffix,
     verdict,
 )
 
@@ -40,10 +43,10 @@ def _boot(frame: pd.DataFrame, m: str, sign: bool, dg: int) -> dict:
 
 
 def _eq(frame: pd.DataFrame, m: str, rule: stats.Rule, sesoi: float | None, dg: int) -> dict:
-    """With a sesoi, the interval the equivalence test decides with: (1 - 2 alpha/(m L))."""
+    """With a sesoi, the interval the equivalence test decides with: (1 - 2 alpha_1), Rule.equivalence."""
     if sesoi is None:
         return {}
-    return {f"{100 * (1 - 2 * rule.each):.4g}% CI (vs ±{sesoi:g})": [
+    return {f"{100 * (1 - 2 * rule.equivalence):.4g}% CI (vs ±{sesoi:g})": [
         fmt_ci(r[f"{m}_eq_lo"], r[f"{m}_eq_hi"], True, dg, r.get(f"{m}_spread", True)) for _, r in frame.iterrows()]}
 
 
@@ -63,6 +66,8 @@ def table(rep: Report) -> pd.DataFrame:
             **({"bootstrap": boot["bootstrap"][i]} if boot else {}),
             column_name(o, o.other_select): fmt_pm(s[f"{b}_mean"], s[f"{b}_std"], dg),
             "best epoch": f"{s['best_epoch_mean']:.1f}",
+            **({"outlying seeds": s["outlying"]} if rep.summary.get("outlying", pd.Series("")).astype(bool).any()
+               else {}),
             f"Δ {o.select} [{rep.rule.percent()} CI]": "" if d is None else fmt_delta(d, h, dg),
             "Δ params": "" if d is None or pd.isna(d["delta_params"]) else f"{d['delta_params']:+,}",
             "changed": "" if d is None else d["changed"],
@@ -90,7 +95,7 @@ def delta_table(rep: Report) -> pd.DataFrame:
         **_eq(d, h, rep.rule, rep.sesoi, dg), **_boot(d, h, True, dg),
         f"Δ {o.other_select} [{rep.rule.percent()} CI]": [fmt_delta(r, b, dg) for _, r in d.iterrows()],
         "test": d[f"{h}_test"], "n": d[f"{h}_n"], f"p ({o.select})": d[f"{h}_p"].map(fmt_p),
-        f"p × {rep.rule.comparisons * rep.rule.looks}": d[f"{h}_p_adj"].map(fmt_p),
+        rep.rule.p_label(): d[f"{h}_p_adj"].map(fmt_p),
         "verdict": [claim(r, h) for _, r in d.iterrows()],
         "Δ params": d["delta_params"].map(lambda x: "" if pd.isna(x) else f"{x:+,}"), "changed": d["changed"],
     })
@@ -121,8 +126,8 @@ def effects_table(rep: effects.DesignReport) -> pd.DataFrame:
         "effect": e["effect"], "what": e["what"],
         f"Δ {o.select} [{rep.rule.percent()} CI]": [fmt_delta(r, h, dg) for _, r in e.iterrows()],
         **_eq(e, h, rep.rule, rep.sesoi, dg), **_boot(e, h, True, dg),
-        "n": e[f"{h}_n"], "p": e[f"{h}_p"].map(fmt_p), f"p × {rep.rule.comparisons * rep.rule.looks}":
-            e[f"{h}_p_adj"].map(fmt_p),
+        "n": e[f"{h}_n"], "p": e[f"{h}_p"].map(fmt_p), rep.rule.p_label(): e[f"{h}_p_adj"].map(fmt_p),
+        "sign-flip p": e[f"{h}_sign_flip_p"].map(fmt_p),
         "verdict": [claim(r, h) for _, r in e.iterrows()],
         "detectable (est.)": e[f"{h}_mdd"].map(lambda v: detectable(v, o, dg)),
         f"Δ {o.other_select} [{rep.rule.percent()} CI]": [fmt_delta(r, b, dg) for _, r in e.iterrows()],
@@ -175,6 +180,8 @@ def arms_table(rep: effects.DesignReport) -> pd.DataFrame:
         "95% CI (t)": [fmt_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"], digits=dg, spread=r.get(f"{h}_spread", True))
                        for _, r in a.iterrows()],
         column_name(o, o.other_select): [fmt_pm(r[f"{b}_mean"], r[f"{b}_std"], dg) for _, r in a.iterrows()],
+        **({"outlying seeds": a["outlying"]} if a.get("outlying", pd.Series("", index=a.index)).astype(bool).any()
+           else {}),
         "overrides": a["overrides"], "error": a["error"],
     })
 
@@ -200,3 +207,32 @@ def design_markdown(rep: effects.DesignReport) -> str:
     if rep.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in rep.notes]]
     return "\n".join(parts) + "\n"
+
+
+def plan_table(rep, effect: float) -> pd.DataFrame:
+    """`--plan EFFECT`: for each comparison, the seeds per arm a fixed design needs so that
+    a true effect of `effect` (the objective's units) is clear with power 0.8 under the
+    rule over the same family, from the spread of its paired differences so far, with the
+    range that spread's 80% interval gives (stats.planned_seeds)."""
+    design = isinstance(rep, effects.DesignReport)
+    rows = rep.effects if design else rep.deltas
+    h, o = rep.objective.column, rep.objective
+    rule = stats.Rule(comparisons=rep.rule.comparisons)  # planned as a fixed design: one look
+    out = []
+    for _, r in rows.iterrows():
+        low, mid, high = stats.planned_seeds(effect, r[f"{h}_sd"], int(r[f"{h}_n"]), rule)
+        seeds = "" if math.isnan(mid) else (f"{mid:.0f}" if math.isinf(mid) else
+                                            f"{mid:.0f} ({low:.0f}–{high:.0f})").replace("inf", ">1000")
+        out.append({"comparison": r["effect"] if design else f"{r['to']} vs {r['from']}",
+                    "n so far": int(r[f"{h}_n"]),
+                    f"sd of Δ ({o.units})" if o.units else "sd of Δ": "" if pd.isna(r[f"{h}_sd"]) else
+                    f"{r[f'{h}_sd']:.3g}",
+                    f"seeds for ±{effect:g} (80% range)": seeds or "no spread yet: no estimate"})
+    return pd.DataFrame(out)
+
+
+def plan_line(rep, effect: float) -> str:
+    return (f"Plan: the seeds per arm with which a true effect of {effect:g}{units_suffix(rep.objective)} is clear "
+            f"with power 0.8 under the rule over {rep.rule.comparisons} comparison(s) at its strictest step (a fixed "
+            f"design), from each comparison's spread so far; the range is what that spread's 80% interval allows, "
+            f"since a spread seen on a few seeds is itself uncertain.")

@@ -64,7 +64,9 @@ def fmt_delta(d: pd.Series, m: str, digits: int = 2) -> str:
         return f"{d[f'{m}_delta']:{f}} (no spread observed)"
     if math.isnan(d[f"{m}_ci_lo"]):
         return f"{d[f'{m}_delta']:{f}} (no CI)"
-    return f"{d[f'{m}_delta']:{f}} [{d[f'{m}_ci_lo']:{f}}, {d[f'{m}_ci_hi']:{f}}]"
+    ends = [("0" if d.get(f"{m}_clear", False) and v == 0 else f"{v:{f}}")  # a bound the verdict set at 0
+            for v in (d[f"{m}_ci_lo"], d[f"{m}_ci_hi"])]
+    return f"{d[f'{m}_delta']:{f}} [{ends[0]}, {ends[1]}]"
 
 
 def fmt_p(p: float) -> str:
@@ -89,8 +91,8 @@ def rule_line(rule: stats.Rule, sesoi: float | None, o: Objective, chosen: bool 
                  "not hold for them: confirm them with fresh seeds.")
     if sesoi is not None:
         line += (f" Equivalent (no effect beyond ±{sesoi:g}{units_suffix(o)}, the smallest effect of interest): its "
-                 f"{100 * (1 - 2 * rule.each):.4g}% interval lies inside ±{sesoi:g} (two one-sided tests at the "
-                 f"same level).")
+                 f"{100 * (1 - 2 * rule.equivalence):.4g}% interval lies inside ±{sesoi:g} (two one-sided tests, "
+                 f"Bonferroni over the comparisons{', sequential over the looks' if rule.looks > 1 else ''}).")
     return line
 
 
@@ -105,11 +107,15 @@ def stats_note(o: Objective) -> str:
               "them are optimistic; set data.val to choose on a validation split (docs/validation.md).")
     return ("Mean ± std over seeds; an arm's interval is its 95% t-interval, cut to the metric's range where it "
             "has one. Δ is paired over the seeds both sides have (Welch's test where fewer than two are shared); "
-            "its interval is the one the decision rule uses, so a Δ is clear exactly when that interval excludes "
-            "0. Where every seed gives the same Δ there is no spread to build a t-interval on: the p is an exact "
-            "sign-flip test instead, and no interval is shown. A bootstrap interval is shown only from "
-            f"{stats.BOOTSTRAP_MIN} seeds up: below that it covers far less than it says. \"detectable\" estimates "
-            "the smallest true Δ the rule would call clear with power 0.8, from the spread of these seeds. "
+            "its interval is the decision rule's, so it agrees with the verdict: a Δ that is not clear has an "
+            "interval that holds 0, and a clear Δ's interval ends at 0 on the side its sign rules out. Where every "
+            "seed gives the same Δ there is no spread to build a t-interval on: the p is an exact sign-flip test "
+            "instead, and no interval is shown; beside every t-test's p stands the exact sign-flip p, a check that "
+            "assumes no normality (at least 2^(1-n): 0.25 at 3 seeds). An arm's bootstrap interval is shown only "
+            f"from {stats.BOOTSTRAP_MIN} seeds up: below that it covers far less than it says. \"detectable\" "
+            "estimates the smallest true Δ the rule would call clear with power 0.8 at its strictest step, from the "
+            "spread of these seeds: its power averages 0.6-0.7 at 3-5 seeds, not 0.8, since that spread is itself "
+            "a guess (plan with --plan, which says how uncertain it is). "
             f"\"Best\" is the test value at the best epoch: {o.chosen_words}; \"final\" is the last epoch. Verdicts "
             f"are drawn on the objective's selection only; the other is shown for reference. {chosen}")
 
@@ -127,15 +133,17 @@ def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str 
             f"{std.min():{f}}–{std.max():{f}}{units} (median {std.median():{f}})")
     floor = pd.Series(dtype=float) if floor is None else floor.dropna()
     if len(floor):
-        fl, sd = floor.median(), std.median()
-        line += (f"; the test set's own binomial noise √(p(1−p)/N) is {fl:{f}}{units} (median; Jordan 2024), "
-                 + (f"{fl / sd:.1f} × the seeds' median std: differences this small are below what this test set "
-                    f"can resolve" if fl >= sd else
-                    f"so about {(fl / sd) ** 2:.0%} of the seeds' variance is the size the test set alone would give, "
-                    f"the rest is training"))
+        fl = floor.median()
+        # issue 30 item 2: the floor is one run's sampling noise over test sets of this size; it
+        # does not bound a paired Δ, and seeds' spread below it is expected, so it signals nothing
+        line += (f"; the test set's own binomial noise √(p(1−p)/N) is {fl:{f}}{units} (median): how much one run's "
+                 f"score would move on a fresh test set of this size. It does not limit a paired Δ, which is "
+                 f"measured on the same test examples in both arms (how finely depends on how much their errors "
+                 f"overlap, not measured here), and a seed-to-seed std below it is what converged training gives "
+                 f"(Jordan 2024), not a sign of anything")
     mdd = mdd.dropna()
     if len(mdd):
-        at = f"at the rule's α {rule.each:.2g}" if rule is not None else "α 0.05"
+        at = f"at the rule's strictest α, {rule.each:.2g} per look" if rule is not None else "α 0.05"
         line += (f"; with {n} seeds the rule would call a true Δ of about {mdd.median():{f}}{units} clear with "
                  f"power 0.8 (an estimate from the seeds' spread, median over comparisons, {at})")
     return line + "."
@@ -214,7 +222,8 @@ def adaptive_line(rep: effects.DesignReport) -> str:
         line += (". This study was decided by an older rule (Bonferroni over looks alone), so a comparison it "
                  "called decisive need not be clear here: the verdicts here are today's rule's.")
     else:
-        line += ", so a comparison that stopped as decisive is clear here, with the interval that decided it."
+        line += (", so a comparison that stopped as decisive is clear here: later looks only add evidence, and "
+                 "Holm's verdicts never undo one.")
     early = rep.effects[rep.effects.get("stopped", pd.Series("", index=rep.effects.index)).astype(str)
                         .str.startswith("decisive")] if "stopped" in rep.effects else rep.effects.iloc[:0]
     if len(early):
