@@ -502,3 +502,40 @@ def test_an_outlying_seed_is_flagged_in_the_arms_table_with_the_sign_flip_p_besi
     assert flip >= 2 ** (1 - 5) and shown.loc["f3", "sign-flip p"] == fmt_p(flip)  # exact: at least 1/16
     assert stats.outlying(pd.Series([99.1, 99.2, 95.0], index=[0, 1, 2])) == [2]
     assert stats.outlying(pd.Series([99.1, 99.2, 99.3])) == [] and stats.outlying([1.0, float("nan"), 1.0]) == [1]
+
+
+# --- issue 30: planning, the compatible intervals, and a table that fits the page ---------
+
+def test_the_planner_gives_the_fewest_seeds_with_power_0_8_and_the_range_its_spread_allows(tmp_path, capsys):
+    rule = stats.Rule(6)
+    low, mid, high = stats.planned_seeds(0.1, 0.046, 3, rule)
+    assert low <= mid <= high and (mid, high) == (7, 28)  # step 7's OneCycle spread, docs/step7-loo.md
+    assert stats.power(0.1, 0.046, 7, alpha=rule.each) >= 0.8 > stats.power(0.1, 0.046, 6, alpha=rule.each)
+    runs, spec = runs_of(SIX, loo_values({f"f{i}": [0.1, 0.15, 0.2] for i in range(6)}, 3))
+    plan = report.plan_table(effects.analyse(runs, spec), 0.1)
+    assert len(plan) == 6 and plan.columns[-1] == "seeds for ±0.1 (80% range)"
+    assert re.fullmatch(r"\d+ \(\d+–\d+\)", plan.iloc[0, -1])
+    assert report.main(["--plan", "-1", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
+    assert "--plan=-1.0 is invalid" in capsys.readouterr().err
+
+
+def test_the_rules_intervals_agree_with_its_verdicts_and_a_lone_one_is_the_plain_95_percent():
+    a, b = np.array([1.0, 2.0, 3.1]), np.array([1.5, 2.6, 3.4])
+    lone = stats.paired(a, b)
+    assert (lone.ci_lo, lone.ci_hi) == pytest.approx(tuple(scipy_stats.ttest_rel(b, a).confidence_interval()))
+    rng = np.random.default_rng(4)
+    rule = stats.Rule(5)
+    for _ in range(200):
+        d = rng.normal(rng.choice([0.0, 1.0], 5)[:, None], 1.0, (5, 4))
+        for c in rule.judge([stats.paired(np.zeros(4), x, rule=rule, detect=False) for x in d]):
+            assert c.clear == (c.ci_lo >= 0 or c.ci_hi <= 0) and c.clear == (c.p_adj < 0.05)
+            assert not c.clear or 0.0 in (c.ci_lo, c.ci_hi)  # a clear effect's bound is 0 on its ruled-out side
+
+
+def test_a_greedy_paths_long_arm_names_wrap_in_the_latex_table(tmp_path):
+    path = Design("g", "path", [], {f"factor_{i}": [f"x{i}=1"] for i in range(6)}, [f"factor_{i}" for i in range(6)])
+    values = {a.name: [99.0 + 0.01 * i, 99.1, 99.05] for i, a in enumerate(designs.arms(path))}
+    runs, spec = runs_of(path, values)
+    tex = report.write_design(effects.analyse(runs, spec), runs, tmp_path / "r", "t")["tex"].read_text()
+    assert tex.count(r"\begin{tabular}{>{\raggedright\arraybackslash}p{0.32\linewidth}") == 2
+    assert r"factor\_0+\allowbreak{}factor\_1" in tex  # an arm's name may break after each +
