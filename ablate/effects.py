@@ -8,12 +8,13 @@
                    both per seed, over the seeds that finished every cell
 
 Every effect of the table, over all its strata, is one family judged by one
-stats.Rule: Bonferroni over the effects and, in an adaptive study, over the looks
-(max - min + 1, whether or not the study finished). An effect is clear when its
-interval at the rule's level excludes zero; whether it is an improvement or a worsening
-is the objective's call (ablate.metrics.Objective: an effect b - a improves when higher
-is better and it is positive, or lower is better and it is negative). With a smallest
-effect of interest (`sesoi`), an effect whose (1 - 2 alpha / (m L)) interval lies inside
+stats.Rule: Holm's step-down over the effects, each p adjusted, in an adaptive study,
+for the looks min..max (whether or not the study finished). An effect is clear when its
+Holm-adjusted p is below alpha, and its interval then ends at 0 on the side its sign
+rules out; whether it is an improvement or a worsening is the objective's call
+(ablate.metrics.Objective: an effect b - a improves when higher is better and it is
+positive, or lower is better and it is negative). With a smallest effect of interest
+(`sesoi`), an effect whose (1 - 2 alpha_1) interval (Rule.equivalence) lies inside
 ±sesoi is equivalent: no effect beyond it. A factorial also gets each factor's exact
 Shapley value. Effects and arms are computed on the objective's column (final or best
 test value of its metric) and its other selection beside. Failed arms are kept: their
@@ -113,6 +114,12 @@ def has_floor(o: Objective, runs: pd.DataFrame) -> bool:
     the metric whose test-set noise is binomial."""
     task = runs.get("params.task.name", pd.Series("classification", index=runs.index)).fillna("classification")
     return o.metric == "acc" and o.split == "test" and bool((task == "classification").all())
+
+
+def newest_per_config(runs: pd.DataFrame) -> pd.DataFrame:
+    """One run per config fingerprint, the newest: a config run twice (force=true, or a
+    FAILED record and its retry) would count its seed twice."""
+    return runs.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
 
 
 def _arm_of(runs: pd.DataFrame, spec: dict) -> pd.Series:
@@ -319,8 +326,7 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
         notes.append(f"left out run {r['run_id']} (arm {r['arm']}, seed {r['seed']}): finished without a value of "
                      f"{objective.column}")
     runs = runs[~blank]
-    # a config run twice (force=true, or a FAILED record and its retry): keep the newest
-    runs = runs.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
+    runs = newest_per_config(runs)
     strata = _strata(runs, spec.get("swept"))
     notes += source.mixed(runs[runs["status"] == "FINISHED"])
     if adaptive and rounds is None and not decided:

@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ablate import source, tracking
+from ablate import effects, source, tracking
 from ablate.metrics import Objective
 
 
@@ -58,9 +58,8 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None = None, run_filter
         for _, r in df[missing].iterrows():
             notes.append(f"left out run {r['run_id']}: it has no {metric} metric")
         df = df[~missing]
-    # A forced rerun of one config would count its seed twice: keep the newest.
     before = len(df)
-    df = df.sort_values("start_time").drop_duplicates(f"tags.{tracking.FINGERPRINT}", keep="last")
+    df = effects.newest_per_config(df)
     if len(df) < before:
         notes.append(f"{before - len(df)} older duplicate run(s) of the same config left out")
     if df.empty:
