@@ -27,7 +27,8 @@ The package reads as the story of a job, then of a study:
     entry       the one Hydra entry wrapper of `python -m ablate` and `ablate.main`
     preflight   every job of a sweep composed as the launcher will, checked before any starts
     callbacks   sweep-level work in Hydra's callback: pre-flight, parent run, summary, links
-    stats       the one decision rule (Holm over comparisons, sequential over looks), intervals, tests,
+    rule        the one decision rule: Holm over comparisons, group-sequential over looks
+    stats       each comparison's tests, intervals,
                 equivalence, the detectable difference, Shapley values
     designs     ablation designs (baseline + factors) as jobs, and the contrasts each one asks
     adaptive    studies in rounds: seeds until decisive or settled, a greedy path
