@@ -106,7 +106,7 @@ def decide(policy: SeedPolicy, comps: list[Contrast], table: pd.DataFrame, faile
         judged[name] = judged[name][0], comp
     out = []
     for c in comps:
-        d = contrast_values(c, table)
+        d = judged[c.name][0] if c.name in judged else contrast_values(c, table)
         n = len(d)
         if any(a == arm for a, _ in failed for arm in c.arms) and n < policy.min:
             out.append(Decision(c.name, n, math.nan, math.nan, math.nan, "failed"))

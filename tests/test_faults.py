@@ -45,10 +45,10 @@ def one_line(out):
     (["-m", "seed=0,1", "tracking.uri=http://127.0.0.1:9"], "no MLflow server answered"),
 ])
 def test_a_store_that_cannot_be_used_is_one_line_in_seconds(tmp_path, tiny_data, args, needle):
-    start = time.monotonic()
     out = run_cli([*args, f"data.root={tiny_data}", *FAST, "train.epochs=1"], cwd=tmp_path)
+    # one line and no more: it did not wait out the outage grace, which says so as it waits
+    # (no wall-clock bound here: under CI's load python's imports alone took 32 s)
     assert out.returncode == 2 and needle in one_line(out)
-    assert time.monotonic() - start < 30  # the check itself is a few seconds; python's imports the rest
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 

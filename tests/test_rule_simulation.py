@@ -62,20 +62,40 @@ def adaptive_claims(m: int, unequal: bool, rng) -> float:
     return false / STUDIES
 
 
+# One class per case group: `--dist loadscope` gives each class its own worker, so the
+# adaptive cases (25 to 80 s each) run side by side instead of one after another.
 @pytest.mark.slow
-@pytest.mark.parametrize("unequal", [False, True], ids=["equal", "unequal 4:1"])
-@pytest.mark.parametrize("m", [3, 6, 10])
-def test_a_fixed_design_makes_a_false_claim_in_at_most_five_percent_of_null_studies(m, unequal):
-    rate = fixed_claims(m, unequal, np.random.default_rng(100 + m + 50 * unequal))
-    assert rate <= LIMIT, rate
+class TestFixed:
+    @pytest.mark.parametrize("unequal", [False, True], ids=["equal", "unequal 4:1"])
+    @pytest.mark.parametrize("m", [3, 6, 10])
+    def test_a_fixed_design_makes_a_false_claim_in_at_most_five_percent_of_null_studies(self, m, unequal):
+        rate = fixed_claims(m, unequal, np.random.default_rng(100 + m + 50 * unequal))
+        assert rate <= LIMIT, rate
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("unequal", [False, True], ids=["equal", "unequal 4:1"])
-@pytest.mark.parametrize("m", [3, 6, 10])
-def test_an_adaptive_design_makes_a_false_claim_in_at_most_five_percent_of_null_studies(m, unequal):
+def _adaptive_case(m: int, unequal: bool) -> None:
     rate = adaptive_claims(m, unequal, np.random.default_rng(200 + m + 50 * unequal))
     assert rate <= LIMIT, rate
+
+
+@pytest.mark.slow
+class TestAdaptiveFew:
+    @pytest.mark.parametrize("unequal", [False, True], ids=["equal", "unequal 4:1"])
+    @pytest.mark.parametrize("m", [3, 6])
+    def test_an_adaptive_design_makes_a_false_claim_in_at_most_five_percent_of_null_studies(self, m, unequal):
+        _adaptive_case(m, unequal)
+
+
+@pytest.mark.slow
+class TestAdaptiveTenEqual:
+    def test_an_adaptive_design_of_ten_with_equal_spreads(self):
+        _adaptive_case(10, False)
+
+
+@pytest.mark.slow
+class TestAdaptiveTenUnequal:
+    def test_an_adaptive_design_of_ten_with_spreads_unequal_4_to_1(self):
+        _adaptive_case(10, True)
 
 
 def test_the_simulation_can_fail():
