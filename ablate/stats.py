@@ -99,18 +99,20 @@ def describe(x, bounds: Bounds = None) -> dict:
 
 
 OUTLYING = 3.5  # robust z beyond which a seed is flagged (Iglewicz & Hoaglin 1993)
+OUTLYING_MIN = 5  # finite values it needs
 
 
 def outlying(x) -> list:
     """The seeds whose value lies far from their arm's others: robust z = |x - median| /
     MAD > 3.5, the MAD scaled to a normal sd (scipy.stats.median_abs_deviation). `x`: a
-    Series indexed by seed. From 3 values up; none where the MAD is 0. A diverged run
-    (a NaN) is flagged too. Returns the flagged seeds, in order."""
+    Series indexed by seed. From 5 values up (at 3 a MAD is the gap of two close values,
+    and ordinary spread reads as an outlier: the README's own 3 seeds did); none where
+    the MAD is 0. A diverged run (a NaN) is flagged at any n. Returns the flagged seeds."""
     values = np.asarray(x, dtype=float)
     labels = list(x.index) if hasattr(x, "to_numpy") else list(range(len(values)))  # a Series: its seeds
     bad = ~np.isfinite(values)
     finite = values[~bad]
-    if len(finite) >= 3:
+    if len(finite) >= OUTLYING_MIN:
         mad = stats.median_abs_deviation(finite, scale="normal")
         if mad > 0:
             with np.errstate(invalid="ignore"):

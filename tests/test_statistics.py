@@ -500,8 +500,11 @@ def test_an_outlying_seed_is_flagged_in_the_arms_table_with_the_sign_flip_p_besi
     shown = report.effects_table(rep).set_index("effect")
     flip = rep.effects.set_index("effect").loc["f3", "final_test_acc_sign_flip_p"]
     assert flip >= 2 ** (1 - 5) and shown.loc["f3", "sign-flip p"] == fmt_p(flip)  # exact: at least 1/16
-    assert stats.outlying(pd.Series([99.1, 99.2, 95.0], index=[0, 1, 2])) == [2]
-    assert stats.outlying(pd.Series([99.1, 99.2, 99.3])) == [] and stats.outlying([1.0, float("nan"), 1.0]) == [1]
+    assert stats.outlying(pd.Series([99.1, 99.2, 99.15, 99.12, 95.0], index=[0, 1, 2, 3, 4])) == [4]
+    assert stats.outlying(pd.Series([99.1, 99.2, 99.3, 99.25, 99.15])) == []
+    assert stats.outlying([1.0, float("nan"), 1.0]) == [1]
+    # at 3 seeds, ordinary spread is no outlier (the README's command flagged 98.42 beside 98.8x)
+    assert stats.outlying(pd.Series([98.42, 98.81, 98.82])) == []
 
 
 # --- issue 30: planning, the compatible intervals, and a table that fits the page ---------
