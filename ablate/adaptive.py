@@ -93,20 +93,20 @@ def decide(policy: SeedPolicy, comps: list[Contrast], table: pd.DataFrame, faile
     and every look the policy allows. `sesoi`: the smallest effect of interest (for
     `until: settled`); `bounds`: the range of the contrast."""
     rule = stats.Rule(comparisons=len(comps), looks=policy.looks, first=policy.min)
-    judged: dict[str, tuple[pd.Series, stats.Comparison]] = {}
+    values = {c.name: contrast_values(c, table) for c in comps}
+    judged: dict[str, stats.Comparison] = {}
     for c in comps:
-        d = contrast_values(c, table)
+        d = values[c.name]
         if len(d) >= 2:
             # "no spread" is judged against the arms' values, as the report judges it, not the contrast's
             scale = float(np.nanmax(np.abs(table.reindex(columns=list(c.arms)).to_numpy(dtype=float))))
-            judged[c.name] = d, stats.paired(np.zeros(len(d)), d.to_numpy(), bounds, rule, sesoi, detect=False,
-                                             scale=scale)
+            judged[c.name] = stats.paired(np.zeros(len(d)), d.to_numpy(), bounds, rule, sesoi, detect=False,
+                                          scale=scale)
     # one family: Holm's step-down over every comparison at this look, as the report judges them
-    for name, comp in zip(judged, rule.judge([comp for _, comp in judged.values()]), strict=True):
-        judged[name] = judged[name][0], comp
+    judged = dict(zip(judged, rule.judge(list(judged.values())), strict=True))
     out = []
     for c in comps:
-        d = judged[c.name][0] if c.name in judged else contrast_values(c, table)
+        d = values[c.name]
         n = len(d)
         if any(a == arm for a, _ in failed for arm in c.arms) and n < policy.min:
             out.append(Decision(c.name, n, math.nan, math.nan, math.nan, "failed"))
@@ -114,7 +114,7 @@ def decide(policy: SeedPolicy, comps: list[Contrast], table: pd.DataFrame, faile
         if n < 2:
             out.append(Decision(c.name, n, math.nan, math.nan, math.nan, "open"))
             continue
-        comp = judged[c.name][1]
+        comp = judged[c.name]
         lo, hi = comp.ci_lo, comp.ci_hi
         # how precise: the half-width at Holm's first step (a clear effect's interval ends at 0,
         # which says its sign, not its precision); no spread: no interval to be narrow

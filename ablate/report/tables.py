@@ -42,6 +42,11 @@ def _boot(frame: pd.DataFrame, m: str, sign: bool, dg: int) -> dict:
     return {}
 
 
+def _any_outlying(frame: pd.DataFrame) -> bool:
+    """Whether any arm or configuration names an outlying seed: only then the column shows."""
+    return bool(frame.get("outlying", pd.Series("", index=frame.index)).astype(bool).any())
+
+
 def _eq(frame: pd.DataFrame, m: str, rule: stats.Rule, sesoi: float | None, dg: int) -> dict:
     """With a sesoi, the interval the equivalence test decides with: (1 - 2 alpha_1), Rule.equivalence."""
     if sesoi is None:
@@ -66,8 +71,7 @@ def table(rep: Report) -> pd.DataFrame:
             **({"bootstrap": boot["bootstrap"][i]} if boot else {}),
             column_name(o, o.other_select): fmt_pm(s[f"{b}_mean"], s[f"{b}_std"], dg),
             "best epoch": f"{s['best_epoch_mean']:.1f}",
-            **({"outlying seeds": s["outlying"]} if rep.summary.get("outlying", pd.Series("")).astype(bool).any()
-               else {}),
+            **({"outlying seeds": s["outlying"]} if _any_outlying(rep.summary) else {}),
             f"Δ {o.select} [{rep.rule.percent()} CI]": "" if d is None else fmt_delta(d, h, dg),
             "Δ params": "" if d is None or pd.isna(d["delta_params"]) else f"{d['delta_params']:+,}",
             "changed": "" if d is None else d["changed"],
@@ -180,8 +184,7 @@ def arms_table(rep: effects.DesignReport) -> pd.DataFrame:
         "95% CI (t)": [fmt_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"], digits=dg, spread=r.get(f"{h}_spread", True))
                        for _, r in a.iterrows()],
         column_name(o, o.other_select): [fmt_pm(r[f"{b}_mean"], r[f"{b}_std"], dg) for _, r in a.iterrows()],
-        **({"outlying seeds": a["outlying"]} if a.get("outlying", pd.Series("", index=a.index)).astype(bool).any()
-           else {}),
+        **({"outlying seeds": a["outlying"]} if _any_outlying(a) else {}),
         "overrides": a["overrides"], "error": a["error"],
     })
 
