@@ -42,8 +42,9 @@ def unquoted(override: str) -> str:
 
 
 def is_seed(param: str) -> bool:
-    """`seed`, or a per-source seed (`seeds.init`, ...)."""
-    return param == "seed" or param.startswith("seeds.")
+    """`seed`, or a per-source seed (`seeds.init`, ...). `seeds.common` says how the
+    seeds are used, which changes what is computed: a setting, not a seed."""
+    return param == "seed" or (param.startswith("seeds.") and param != "seeds.common")
 
 
 def is_setting(param: str) -> bool:
@@ -146,7 +147,7 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
 
 # Options added after runs existed: hashed as absent while they are off, so a run from
 # before keeps its identity.
-OFF = {"data.val": "null", "train.early_stopping.patience": "null"}
+OFF = {"data.val": "null", "train.early_stopping.patience": "null", "seeds.common": "False"}
 # ablate's own optimizer and scheduler options chose their class by `name` before they
 # were `_target_` nodes: that class is hashed as absent (and `_partial_`, which says how
 # it is built, always), so their runs keep their identity.
@@ -182,7 +183,8 @@ def validate(cfg: DictConfig) -> None:
     t = cfg.train
     _check(isinstance(cfg.seed, int), "seed", "must be an integer", cfg.seed)
     for source, value in (cfg.get("seeds") or {}).items():
-        _check(value is None or isinstance(value, int), f"seeds.{source}", "must be null or an integer", value)
+        if source != "common":
+            _check(value is None or isinstance(value, int), f"seeds.{source}", "must be null or an integer", value)
     _check(isinstance(t.epochs, int) and t.epochs >= 1, "train.epochs", "must be an integer >= 1", t.epochs)
     _check(isinstance(t.batch_size, int) and t.batch_size >= 1, "train.batch_size",
            "must be an integer >= 1", t.batch_size)

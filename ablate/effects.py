@@ -62,6 +62,7 @@ class DesignReport:
     rule: stats.Rule = field(default_factory=stats.Rule)  # what made an effect clear
     sesoi: float | None = None          # the smallest effect of interest, in the objective's units
     shapley: pd.DataFrame | None = None  # factorial: each factor's Shapley value beside the other answers
+    random_numbers: str | None = None   # how the runs drew theirs (random_numbers)
 
 
 def seed_columns(runs: pd.DataFrame) -> list[str]:
@@ -77,6 +78,26 @@ def pair_key(runs: pd.DataFrame) -> pd.Series:
     if cols == ["params.seed"]:  # a run with no seed (an app's `seed: null`) pairs with nothing: NaN
         return pd.to_numeric(runs["params.seed"], errors="coerce")
     return runs[cols].fillna("null").astype(str).agg("|".join, axis=1)
+
+
+def random_numbers(runs: pd.DataFrame) -> str | None:
+    """How the runs drew their random numbers, in one sentence: common across arms
+    (`seeds.common`), one stream per run, or a mix. None for runs that do not record it
+    (a user's own loop draws its own). Runs from before the key existed used one stream."""
+    if "params.seeds.init" not in runs.columns or runs.empty:
+        return None
+    common = runs.get("params.seeds.common", pd.Series("False", index=runs.index)).fillna("False").eq("True")
+    if common.all():
+        return ("Random numbers: common across arms (seeds.common=true): the arms of one seed saw the same batch "
+                "order, augmentation draws and dropout masks, and the same initial weights wherever their layers' "
+                "shapes agree, so a paired Δ keeps little of the data-order noise.")
+    if not common.any():
+        return ("Random numbers: one stream per run (seeds.common=false, the seed study's protocol): the arms of a "
+                "seed share the seed, but their batch order, augmentation and dropout draws part once the models "
+                "differ, so a paired Δ keeps that noise; seeds.common=true shares them.")
+    return (f"Random numbers: mixed: {int(common.sum())} of {len(runs)} runs drew common random numbers across "
+            f"arms (seeds.common=true), the rest one stream per run (seeds.common=false); a Δ across the two pairs "
+            f"runs by seed number only.")
 
 
 def variance_by_source(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
@@ -385,7 +406,8 @@ def analyse(runs: pd.DataFrame, spec: dict, objective: Objective | None = None,
                      f", and Shapley values are computed for one factorial at a time (report each value of it with "
                      f"--filter)")
     return DesignReport(design, pd.DataFrame(arm_rows), effects, [s[len("params."):] for s in strata], notes,
-                        rounds, adaptive, objective, rule, sesoi, shap)
+                        rounds, adaptive, objective, rule, sesoi, shap,
+                        random_numbers(runs[runs["status"] == "FINISHED"]))
 
 
 def _stopped(decision: dict, current: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ def resolve_device(name: str) -> torch.device:
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # numpy takes 32 bits; a derived seed has 64
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
@@ -36,19 +37,41 @@ SOURCES = ("init", "data", "augment", "dropout")
 
 
 def source_seeds(cfg) -> dict[str, int] | None:
-    """Each source's seed when any is set (`seeds.<source>`, else `seed`); None when
-    none is, and one stream drives them all, as it always did."""
-    given = {k: v for k, v in (cfg.get("seeds") or {}).items() if v is not None}
-    return {s: int(given.get(s, cfg.seed)) for s in SOURCES} if given else None
+    """Each source's seed (`seeds.<source>`, else `seed`) when the sources draw from
+    streams of their own: under common random numbers (`seeds.common`, the default) or
+    when any is set. None for the seed study's protocol (`seeds.common=false`, none
+    set), where one stream seeded by `seed` drives them all, as it always did."""
+    seeds = cfg.get("seeds") or {}
+    given = {k: v for k, v in seeds.items() if k in SOURCES and v is not None}
+    if not given and not seeds.get("common", False):
+        return None
+    return {s: int(given.get(s, cfg.seed)) for s in SOURCES}
+
+
+def derived_seed(*parts: int | str) -> int:
+    """A 64-bit seed from numbers and names, through numpy's SeedSequence (its hash
+    mixes every part): `derived_seed(3, "data")` and `derived_seed(3, "augment")` start
+    streams that are independent, though both come from seed 3."""
+    entropy = [p if isinstance(p, int) and p >= 0 else zlib.crc32(str(p).encode()) for p in parts]
+    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint32).view(np.uint64)[0])
+
+
+def stream_seed(cfg, source: str) -> int:
+    """The seed that starts `source`'s stream (see source_seeds, which must not be None).
+    Under common random numbers each source's stream is its own, derived from its seed
+    and its name, so one seed's batch order and augmentation draws are not one sequence
+    read twice. With `seeds.common=false` and sources set, each stream is seeded by the
+    number as given (how such runs always ran)."""
+    seed = source_seeds(cfg)[source]
+    return derived_seed(seed, source) if (cfg.get("seeds") or {}).get("common", False) else seed
 
 
 def streams(cfg, device: torch.device) -> dict[str, torch.Generator]:
     """Generators of their own for the data order and the augmentation draws, when the
     sources are split; empty otherwise (both then draw from torch's global stream)."""
-    seeds = source_seeds(cfg)
-    if seeds is None:
+    if source_seeds(cfg) is None:
         return {}
-    return {s: torch.Generator(device=device).manual_seed(seeds[s]) for s in ("data", "augment")}
+    return {s: torch.Generator(device=device).manual_seed(stream_seed(cfg, s)) for s in ("data", "augment")}
 
 
 @dataclass

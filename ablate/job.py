@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ablate import checkpoint, config, data, engine, optim, task, tracking
 from ablate.errors import ConfigError, from_hydra
-from ablate.model import build_model, check_model, param_count
+from ablate.model import build_model, check_model, keyed_init, param_count
 from ablate.run import Body, Result, TrackedRun, execute, summary
 from ablate.stops import stops_held
 
@@ -65,10 +65,14 @@ def check(cfg) -> str:
 def _fresh_state(cfg, tensors, device) -> engine.State:
     """The model and optimizer at epoch 0, seeded as the config says."""
     sources = engine.source_seeds(cfg)
-    engine.seed_everything(cfg.seed if sources is None else sources["init"])
-    model = build_model(cfg).to(device)
+    engine.seed_everything(cfg.seed if sources is None else engine.stream_seed(cfg, "init"))
+    model = build_model(cfg)
+    if cfg.seeds.common and "_target_" not in cfg.model:  # the same weights wherever the arms' shapes agree
+        init = engine.stream_seed(cfg, "init")
+        keyed_init(model, lambda key: engine.derived_seed(init, key))
+    model = model.to(device)
     if sources is not None:  # split: after the weights, torch's global stream is dropout's
-        torch.manual_seed(sources["dropout"])
+        torch.manual_seed(engine.stream_seed(cfg, "dropout"))
     if cfg.train.channels_last and tensors.kind == "image":  # same maths; 12.7 vs 14.2 ms/batch on CPU (bench.py)
         model = model.to(memory_format=torch.channels_last)
     steps = -(-len(tensors.train) // cfg.train.batch_size)

@@ -2,6 +2,9 @@
 a model option names with `_target_`, built by hydra.utils.instantiate."""
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -113,6 +116,24 @@ def build_target(cfg) -> nn.Module:
 
 def build_model(cfg) -> nn.Module:
     return build_target(cfg) if "_target_" in cfg.model else build_blocks(cfg)
+
+
+def keyed_init(model: nn.Module, seed: Callable[[str], int]) -> nn.Module:
+    """Draw each layer's initial weights afresh from a stream of its own, keyed by the
+    layer's type, its parameters' shapes and its rank among the layers of that key
+    (`seed(key)` gives the stream's seed): two models that share a layer of some shape
+    start it from the same weights, whatever was added or removed before it. Each
+    layer's own `reset_parameters` draws them, so their law is PyTorch's default. Only
+    for ablate's block lists: a user's class may set its weights its own way."""
+    rank: Counter = Counter()
+    for module in model.modules():
+        own = [tuple(p.shape) for p in module.parameters(recurse=False)]
+        if own and hasattr(module, "reset_parameters"):
+            key = f"{type(module).__name__}{own}"
+            rank[key] += 1
+            torch.manual_seed(seed(f"{key}#{rank[key]}"))
+            module.reset_parameters()
+    return model
 
 
 def check_model(cfg) -> int:

@@ -66,6 +66,10 @@ class OnRunning(Choice):
 
 @dataclass
 class SeedsConf:
+    # common random numbers across arms: each source draws from a stream of its own, so the
+    # arms of one seed share batch order, augmentation draws and dropout masks, and the same
+    # initial weights wherever their layers' shapes agree. false: the seed study's one stream.
+    common: bool = True
     init: int | None = None      # the model's initial weights
     data: int | None = None      # the order of the training batches
     augment: int | None = None   # augmentation draws

@@ -68,3 +68,65 @@ def test_the_report_pairs_by_every_seed_and_splits_the_spread_by_source():
     assert v.loc["seeds.init", "std"] == pytest.approx(np.std(list(init_effect.values()), ddof=1))
     assert v.loc["seeds.data", "std"] == pytest.approx(np.std(list(data_effect.values()), ddof=1))
     assert v.loc["seeds.init", "df"] == 4 * 3  # four data seeds, each with four init seeds
+
+
+# ---------------------------------------------------------------- common random numbers (issue 30)
+
+def batch_labels(overrides, monkeypatch) -> list[list[int]]:
+    """The labels of every training batch, in the order the run drew them."""
+    from ablate.data.device import Tensors
+    seen, real = [], Tensors.batches
+
+    def batches(self, batch_size, shuffle, generator=None):
+        for x, y in real(self, batch_size, shuffle, generator):
+            if shuffle:
+                seen.append(y.tolist())
+            yield x, y
+
+    with monkeypatch.context() as m:
+        m.setattr(Tensors, "batches", batches)
+        ablate.train(ablate.compose([*overrides, "force=true"]))
+    return seen
+
+
+def test_common_random_numbers_give_the_arms_of_a_seed_one_batch_order(overrides, monkeypatch):
+    # dropout draws from the global stream: under one stream it moves the next epoch's batch order
+    arms = ([*overrides, "model.dropout=0", "seed=3"], [*overrides, "model.dropout=0.2", "seed=3"])
+    common = [batch_labels(a, monkeypatch) for a in arms]
+    single = [batch_labels([*a, "seeds.common=false"], monkeypatch) for a in arms]
+    assert common[0] == common[1]
+    assert single[0][:8] == single[1][:8] and single[0] != single[1]  # the first epoch agrees, then they part
+    assert common[0] != batch_labels([*arms[0][:-1], "seed=4"], monkeypatch)  # another seed, another order
+
+
+def test_common_random_numbers_give_equal_shapes_equal_initial_weights(overrides, monkeypatch):
+    # base's 4th conv and narrow's 3rd are both 16 -> 16, 3x3; what comes before them differs
+    def conv16(model, extra=()):
+        init, _ = initial_and_history([*overrides, f"model={model}", "train.epochs=1", *extra], monkeypatch)
+        [key] = [k for k, v in init.items() if tuple(v.shape) == (16, 16, 3, 3)]
+        return init[key]
+    assert np.array_equal(conv16("base").numpy(), conv16("narrow").numpy())
+    assert not np.array_equal(conv16("base", ["seeds.common=false"]).numpy(),
+                              conv16("narrow", ["seeds.common=false"]).numpy())
+    assert not np.array_equal(conv16("base").numpy(), conv16("base", ["seed=1"]).numpy())
+
+
+def test_common_random_numbers_are_a_setting_and_the_seed_presets_keep_their_identity():
+    from ablate import config
+    assert not config.is_seed("seeds.common") and config.is_setting("seeds.common")
+    # hashed as absent while off: runs from before the key keep their fingerprints
+    assert config.fingerprint(ablate.compose(["seeds.common=false"])) == "836c430c4215306d"
+    assert config.fingerprint(ablate.compose([])) != "836c430c4215306d"
+    assert ablate.compose(["step=7"]).seeds.common is False
+    assert ablate.compose(["step=7", "seeds.common=true"]).seeds.common is True
+
+
+def test_the_report_says_how_the_runs_drew_their_random_numbers():
+    def runs(*common):
+        return pd.DataFrame({"params.seed": "0", "params.seeds.init": "null",
+                             **({"params.seeds.common": list(common)} if common else {})}, index=range(2))
+    assert effects.random_numbers(runs("True", "True")).startswith("Random numbers: common across arms")
+    assert effects.random_numbers(runs("False", "False")).startswith("Random numbers: one stream per run")
+    assert effects.random_numbers(runs()).startswith("Random numbers: one stream per run")  # runs from before
+    assert "mixed: 1 of 2 runs" in effects.random_numbers(runs("True", "False"))
+    assert effects.random_numbers(pd.DataFrame({"params.seed": ["0"]})) is None  # a user's loop draws its own

@@ -162,7 +162,7 @@ def _say(rep, paths: dict | None = None, plan: float | None = None) -> None:
     parts = [objective_line(rep.objective), rule_line(rep.rule, rep.sesoi, rep.objective,
                                                       design and rep.rounds is not None)]
     parts += [effects_table(rep), verdict(rep)] if design else [table(rep), delta_table(rep)]
-    for part in [*parts, noise(rep)]:
+    for part in [*parts, noise(rep), *([rep.random_numbers] if rep.random_numbers else [])]:
         if isinstance(part, pd.DataFrame):
             if not part.empty:
                 print(part.to_string(index=False), end="\n\n")

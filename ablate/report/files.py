@@ -67,7 +67,8 @@ def write(rep: Report, out: Path, title: str = "ablate report") -> dict[str, Pat
     plots.configs(rep.summary, paths["png"], rep.objective)
     paths["html"].write_text(_html(title, [paths["png"]], [("Summary", table(rep)), ("Deltas", delta_table(rep))],
                                    [rule_line(rep.rule, rep.sesoi, rep.objective), noise(rep),
-                                    stats_note(rep.objective), *rep.notes], objective_line(rep.objective)))
+                                    stats_note(rep.objective, rep.random_numbers), *rep.notes],
+                                   objective_line(rep.objective)))
     d = rep.deltas
     paths["tex"].write_text(latex.tables(
         rep.summary, d, rep.objective, rep.rule, digits(rep.objective, rep.summary[f"{rep.objective.column}_std"]),
@@ -101,8 +102,8 @@ def write_design(rep: effects.DesignReport, runs: pd.DataFrame, out: Path, title
     shap = rep.shapley is not None and not rep.shapley.empty
     text = [rule_line(rep.rule, rep.sesoi, rep.objective, rep.rounds is not None), verdict(rep), noise(rep),
             *([shapley_line(rep)] if shap else []), *([path_line(rep)] if rep.rounds is not None else []),
-            *([adaptive_line(rep)] if rep.adaptive and rep.rounds is None else []), stats_note(rep.objective),
-            *rep.notes]
+            *([adaptive_line(rep)] if rep.adaptive and rep.rounds is None else []),
+            stats_note(rep.objective, rep.random_numbers), *rep.notes]
     sections = [("Effects", effects_table(rep)), ("Shapley values", shapley_table(rep)), ("Rounds", rounds_table(rep)),
                 ("Arms", arms_table(rep))]
     paths["html"].write_text(_html(title, images, sections, text, objective_line(rep.objective)))

@@ -26,6 +26,7 @@ class Report:
     objective: Objective = field(default_factory=Objective)  # what the runs are scored by
     rule: stats.Rule = field(default_factory=stats.Rule)  # what made a Δ clear: every comparison of the table
     sesoi: float | None = None  # the smallest effect of interest (equivalence), in the objective's units
+    random_numbers: str | None = None  # how the runs drew theirs (effects.random_numbers)
 
 
 def _sort_key(values: pd.Series):
@@ -180,7 +181,7 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
     if len(effects.seed_columns(runs)) > 1:  # per-source seeds: how much of the spread each one makes
         variance = pd.concat([effects.variance_by_source(runs.loc[g.index], objective.column).assign(config=label)
                               for label, g in members.items()], ignore_index=True)
-    return Report(runs, summary, deltas, keys, notes, variance, objective, rule, sesoi)
+    return Report(runs, summary, deltas, keys, notes, variance, objective, rule, sesoi, effects.random_numbers(runs))
 
 
 def _count(value) -> float:

@@ -113,7 +113,7 @@ def markdown(rep: Report) -> str:
     if not rep.variance.empty:
         parts += ["## Seed variance by source\n", variance_table(rep).pipe(_md), "",
                   "Each source's std is among runs that differ in that source alone, the other seeds held fixed.", ""]
-    parts += [noise(rep), "", stats_note(rep.objective)]
+    parts += [noise(rep), "", stats_note(rep.objective, rep.random_numbers)]
     if rep.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in rep.notes]]
     return "\n".join(parts) + "\n"
@@ -206,7 +206,7 @@ def design_markdown(rep: effects.DesignReport) -> str:
     parts += ["## Arms\n", arms_table(rep).pipe(_md), "",
               "Effects are paired by seed" + (": main effects and two-way interactions of a 2^k factorial, the "
                                               "seeds as replicates." if d.kind == "factorial" else "."), "",
-              stats_note(rep.objective)]
+              stats_note(rep.objective, rep.random_numbers)]
     if rep.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in rep.notes]]
     return "\n".join(parts) + "\n"

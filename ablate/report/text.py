@@ -96,9 +96,10 @@ def rule_line(rule: stats.Rule, sesoi: float | None, o: Objective, chosen: bool 
     return line
 
 
-def stats_note(o: Objective) -> str:
-    """The closing paragraph: how every number was made, and, once, which split made
-    the choices (the test set's choices make the numbers optimistic)."""
+def stats_note(o: Objective, random_numbers: str | None = None) -> str:
+    """The closing paragraph: how every number was made, how the runs drew their random
+    numbers (`random_numbers`, effects.random_numbers), and, once, which split made the
+    choices (the test set's choices make the numbers optimistic)."""
     chosen = ("Every choice (the best epoch, a plateau scheduler's steps, early stopping, an adaptive study's "
               "stops, racing and a greedy path's steps) was made on the validation split (data.val); every number "
               "shown is the test set's." if o.chosen_on == "val" else
@@ -117,7 +118,8 @@ def stats_note(o: Objective) -> str:
             "spread of these seeds: its power averages 0.6-0.7 at 3-5 seeds, not 0.8, since that spread is itself "
             "a guess (plan with --plan, which says how uncertain it is). "
             f"\"Best\" is the test value at the best epoch: {o.chosen_words}; \"final\" is the last epoch. Verdicts "
-            f"are drawn on the objective's selection only; the other is shown for reference. {chosen}")
+            f"are drawn on the objective's selection only; the other is shown for reference. {chosen}"
+            + (f" {random_numbers}" if random_numbers else ""))
 
 
 def noise_floor(std: pd.Series, n: int, mdd: pd.Series, metric: str, units: str = "", digits: int = 2,
