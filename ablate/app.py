@@ -151,7 +151,7 @@ def seeded(cfg) -> DictConfig:
 _SAID: list[str] = []
 
 
-def check(cfg, hydra_cfg) -> Job:
+def check_app_job(cfg, hydra_cfg) -> Job:
     """A user's job, before any run exists: ablate's keys, the objective, the store, and
     the identity (every `${...}` resolved as in the job). ConfigError names the key.
     A null seed in a config with ablate's nodes becomes 0 (seeded), in place."""
@@ -244,7 +244,7 @@ class AppBody(Body):
 
 def run_app(fn, cfg, hydra_cfg, script: Path | None, tags: dict | None = None) -> Result:
     """One job of an unchanged app, tracked from outside its task function."""
-    job = check(cfg, hydra_cfg)
+    job = check_app_job(cfg, hydra_cfg)
     result = execute(claim(cfg, job, script, tags, resumable=False), lambda: AppBody(fn, cfg, job))
     if not result.skipped:
         log.info(f"run {result.run_id}: {job.objective.metric} {result.objective:.4g} ({job.objective.direction})")

@@ -43,7 +43,7 @@ def check_plan(sweep: designs.Plan, check: preflight.Checker) -> tuple[list[str]
     objectives they are scored by (one, for a design: its effects compare one metric)."""
     if sweep.design is not None:
         try:
-            designs.check(sweep.design, check.fingerprint, sweep.common)
+            designs.check_design(sweep.design, check.fingerprint, sweep.common)
         except AblateError as exc:
             _stop(f"design {sweep.design.name}: {exc}")
     fingerprints, objectives = [], []

@@ -237,7 +237,7 @@ def tags_of(design: Design, arm: Arm) -> dict[str, str]:
     return tags
 
 
-def check(design: Design, fingerprint_of, common: list[str] = ()) -> None:
+def check_design(design: Design, fingerprint_of, common: list[str] = ()) -> None:
     """Every arm composes, with the command line's own overrides (`common`: those of the
     sweep's first job), and every factor changes the config of the arm it extends: a
     factor that changes nothing would report noise as its effect.

@@ -18,7 +18,7 @@ from ablate.run import Body, Result, TrackedRun, execute, summary
 from ablate.stops import stops_held
 
 log = logging.getLogger(__name__)
-__all__ = ["Result", "check", "train"]
+__all__ = ["Result", "check_job", "train"]
 
 
 def _threads(cfg) -> int:
@@ -44,21 +44,21 @@ def _checked(cfg) -> tuple[str, torch.device, task.Task]:
         data.checked(cfg)
         the_task = task.build(cfg)
         check_model(cfg)
-        optim.check(cfg)
+        optim.check_optim(cfg)
         task.probe(the_task, cfg)
         return config.fingerprint(cfg), device, the_task
     except OmegaConfBaseException as exc:  # an interpolation to nowhere, a needed key deleted with ~
         raise ConfigError(from_hydra(exc)) from None
 
 
-def check(cfg) -> str:
+def check_job(cfg) -> str:
     """Everything that can be wrong with a job, before any run exists: its keys and
     values, the store, the device, the data (read once, checked against the task, its
     shape filled into the config), the task's loss, metrics and objective, and the
     model against that data. Returns the fingerprint that names its runs."""
     if "task" not in cfg:  # a user's own training loop (ablate.study): its config is its own
         from ablate import study
-        return study.check(cfg)
+        return study.check_loop_job(cfg)
     return _checked(cfg)[0]
 
 

@@ -19,12 +19,12 @@ MODEL_KEYS = ("name",)  # ablate's own key in a `_target_` model option; the res
 
 def shape_of(cfg) -> tuple[int, int, int, int]:
     """(channels, height, width, classes) of image data, from the config: given by the
-    data option, or filled in from the data set by `data.check`."""
+    data option, or filled in from the data set by `data.check_data`."""
     d = cfg.data
     shape = (d.get("channels"), d.get("height"), d.get("width"), d.get("num_classes"))
     if None in shape:
         raise ConfigError(f"data={d.name}: its image shape and class count are not known yet. Load the "
-                          f"data first (ablate.data.check(cfg) fills them in), or set data.channels, "
+                          f"data first (ablate.data.check_data(cfg) fills them in), or set data.channels, "
                           f"data.height, data.width and data.num_classes.")
     return shape
 

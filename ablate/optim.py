@@ -114,7 +114,7 @@ def build(cfg, parameters, steps_per_epoch: int) -> tuple[torch.optim.Optimizer,
     return opt, sched, interval == "step"
 
 
-def check(cfg) -> None:
+def check_optim(cfg) -> None:
     """Build both on a stand-in parameter, before any run exists: a bad class, key or
     value fails here, in one line."""
     try:

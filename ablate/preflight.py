@@ -5,7 +5,7 @@ config (whatever its name) with the job's overrides, with its Hydra config in pl
 (output folder, job number), exactly as the launcher will give it to the job: so
 `${hydra:runtime.output_dir}` resolves, and the fingerprint named here is the one the
 job will claim. ablate's engine checks its jobs (ablate.job.check); any other app's
-jobs are checked by ablate.app.check."""
+jobs are checked by ablate.app.check_app_job."""
 from __future__ import annotations
 
 import copy
@@ -95,9 +95,9 @@ class Checker:
             sweep_level(self.master, hydra_cfg, overrides)
             if self.mode == ENGINE:
                 config.name_options(cfg, hydra_cfg.runtime.choices)
-                return job.check(cfg), metrics.objective(cfg, task.metric_specs(cfg))
+                return job.check_job(cfg), metrics.objective(cfg, task.metric_specs(cfg))
             try:
-                checked = app.check(cfg, hydra_cfg)
+                checked = app.check_app_job(cfg, hydra_cfg)
                 if self.seeds_needed and not isinstance(cfg.get("seed"), int):
                     raise ConfigError(f"seed={cfg.get('seed')!r}: a design compares its arms paired by seed, so "
                                       f"every job needs one. Give seeds on the command line (seed=0,1,2)"

@@ -60,10 +60,10 @@ def _hydra():
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def check(cfg) -> str:
+def check_loop_job(cfg) -> str:
     """A user loop's job, before any run exists: ablate's keys, the objective, the store.
     Returns the fingerprint."""
-    return app.check(cfg, _hydra()).fingerprint
+    return app.check_app_job(cfg, _hydra()).fingerprint
 
 
 @dataclass
@@ -158,7 +158,7 @@ class LoopBody(Body):
 
 def run(fn, cfg) -> float:
     """One job of a user's function, tracked like the engine's; returns the objective's value."""
-    job = app.check(cfg, _hydra())
+    job = app.check_app_job(cfg, _hydra())
     script = Path(inspect.getfile(fn)).resolve()
     result = execute(app.claim(cfg, job, script, app.job_tags(cfg), resumable=True), lambda: LoopBody(fn, cfg, job))
     if not result.skipped:

@@ -119,7 +119,7 @@ def build_loss(cfg) -> Callable:
 
 
 def build(cfg) -> Task:
-    """The task of a checked config (data.check has filled the data's sizes)."""
+    """The task of a checked config (data.check_data has filled the data's sizes)."""
     fill_objective(cfg)
     specs = metric_specs(cfg)
     objective = M.objective(cfg, specs)

@@ -65,7 +65,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     delta.to_csv(args.out / "deltas.csv", index=False)
     table.to_csv(args.out / "crn.csv", index=False)
-    print("| left out | coupled: mean ± std of Δ (n) | uncoupled: mean ± std of Δ (n) | variance ratio uncoupled / coupled, 95% CI | F-test p |")
+    print("| left out | coupled: mean ± std of Δ (n) | uncoupled: mean ± std of Δ (n) "
+          "| variance ratio uncoupled / coupled, 95% CI | F-test p |")
     print("|---|---|---|---|---|")
     for _, r in table.iterrows():
         print(f"| {r['factor']} | {r['coupled_mean']:+.3f} ± {r['coupled_std']:.3f} ({r['coupled_n']}) | "

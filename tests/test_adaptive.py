@@ -218,7 +218,7 @@ def test_greedy_factors_must_not_share_a_key():
     from ablate import config
     clash = Design("g", "greedy_path", ["step=1"], {"x": ["norm=bn_before_relu"], "y": ["norm=bn_after_relu"]})
     with pytest.raises(designs.DesignError, match="both set norm"):
-        designs.check(clash, lambda o: config.fingerprint(config.compose(o)))
+        designs.check_design(clash, lambda o: config.fingerprint(config.compose(o)))
 
 
 # --- for real, through the sweeper and MLflow ------------------------------------------

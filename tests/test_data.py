@@ -123,7 +123,7 @@ def test_a_read_only_root_is_left_alone(tmp_path, monkeypatch):
 
 def test_a_subset_larger_than_the_data_is_refused(overrides):
     with pytest.raises(ConfigError, match="has only 512 images"):
-        data.check(ablate.compose([*overrides, "data.train_subset=513"]))
+        data.check_data(ablate.compose([*overrides, "data.train_subset=513"]))
 
 
 # --- bad files: one line naming the file, before any run -----------------------------

@@ -82,11 +82,11 @@ def test_a_malformed_design_is_one_clear_error(node, needle):
 def test_a_factor_that_changes_nothing_or_does_not_compose_is_refused():
     same = Design("x", "leave_one_out", ["step=7"], {"noop": ["norm=bn_before_relu"]})
     with pytest.raises(DesignError, match=r"factor 'noop' .* does not change the config of baseline"):
-        designs.check(same, lambda o: config.fingerprint(config.compose(o)))
+        designs.check_design(same, lambda o: config.fingerprint(config.compose(o)))
     broken = Design("x", "leave_one_out", ["step=7"], {"typo": ["norm=bn_sideways"]})
     with pytest.raises(DesignError, match=r"arm 'typo' .* does not compose"):
-        designs.check(broken, lambda o: config.fingerprint(config.compose(o)))
-    designs.check(LOO, lambda o: config.fingerprint(config.compose(o)))  # a good one passes
+        designs.check_design(broken, lambda o: config.fingerprint(config.compose(o)))
+    designs.check_design(LOO, lambda o: config.fingerprint(config.compose(o)))  # a good one passes
 
 
 def test_the_design_node_is_a_tag_not_part_of_the_config():

@@ -186,7 +186,7 @@ def test_a_nan_in_the_training_data_is_a_data_error_before_any_run(store, bad, m
                           f"+data.bad={bad}", *[f"data.{k}=null" for k in ("mean", "std", "channels", "height",
                                                                          "width", "num_classes")]])
     with pytest.raises(DataError, match=r"the input of item 5 in .* holds NaN or inf") as err:
-        job.check(cfg)
+        job.check_job(cfg)
     assert "train.lr" not in str(err.value) and "\n" not in str(err.value)
     assert mlflow.MlflowClient(store).search_experiments()[0].name != "ablate" or not mlflow.MlflowClient(
         store).search_runs(["1"])

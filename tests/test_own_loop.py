@@ -115,7 +115,7 @@ def test_a_min_objective_and_a_finished_config_skipped(tmp_path):
 
 def test_an_objective_without_a_direction_is_refused_before_any_run(tmp_path):
     with pytest.raises(ablate.ConfigError, match="say which way acc is better"):
-        study.check(cfg_for(tmp_path, goal=None))
+        study.check_loop_job(cfg_for(tmp_path, goal=None))
     assert not (tmp_path / "m.db").exists()
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 import ablate
 from ablate.errors import ConfigError
-from ablate.job import check
+from ablate.job import check_job
 from conftest import REPO, run_cli
 
 
@@ -159,7 +159,7 @@ def test_a_sequence_task_learns_a_pattern_in_bits_per_token(store, conf):
 ])
 def test_data_that_does_not_fit_the_task_is_one_line(store, conf, extra, needle):
     with pytest.raises(ConfigError) as err:
-        check(ablate.compose(regression(store, *extra), config_dir=conf))
+        check_job(ablate.compose(regression(store, *extra), config_dir=conf))
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
@@ -175,7 +175,7 @@ def test_a_torchmetrics_class_is_unbounded_unless_told():
 def test_a_block_list_model_on_features_says_to_name_a_model(store, conf):
     cfg = ablate.compose(["task=regression", "data=linear", f"tracking.uri={store}"], config_dir=conf)
     with pytest.raises(ConfigError, match="block list of conv layers, which takes images"):
-        check(cfg)
+        check_job(cfg)
 
 
 def runs(db: Path):

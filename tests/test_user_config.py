@@ -287,8 +287,8 @@ def test_a_number_and_its_text_are_two_values(app_conf, first, second):
 def test_an_apps_own_keys_named_like_ablates_nodes_are_its_identity(app_conf, tmp_path, group):
     hydra_cfg = OmegaConf.create({"sweeper": {"_target_": app.SWEEPER, "objective": {"metric": "acc", "goal": "max"},
                                               "tracking": {"uri": f"sqlite:///{tmp_path}/m.db"}}})
-    one = app.check(job(app_conf, [f"+{group}.project=a"]), hydra_cfg)
-    two = app.check(job(app_conf, [f"+{group}.project=b"]), hydra_cfg)
+    one = app.check_app_job(job(app_conf, [f"+{group}.project=a"]), hydra_cfg)
+    two = app.check_app_job(job(app_conf, [f"+{group}.project=b"]), hydra_cfg)
     assert one.fingerprint != two.fingerprint and one.settings.tracking.uri.endswith("m.db")
 
 

@@ -207,7 +207,7 @@ def test_the_greedy_path_decides_on_validation_and_not_on_test(tmp_path):
 ])
 def test_bad_validation_input_is_one_line_before_any_run(overrides, bad, says, tmp_path):
     with pytest.raises(ConfigError, match=says):
-        job.check(ablate.compose([*overrides, *bad]))
+        job.check_job(ablate.compose([*overrides, *bad]))
 
 
 @pytest.mark.slow

@@ -23,9 +23,9 @@ chooses epochs, steps a plateau scheduler and stops early; the test split report
     checks    the data against the task, before any run: what it derives
     device    tensors on the training device, or a stream; load -> Data
 """
-from ablate.data.checks import check, checked, fill
+from ablate.data.checks import check_data, checked, fill
 from ablate.data.device import Data, Stream, Tensors, load
 from ablate.data.items import Split
 from ablate.data.sources import DERIVED, splits
 
-__all__ = ["DERIVED", "Data", "Split", "Stream", "Tensors", "check", "checked", "fill", "load", "splits"]
+__all__ = ["DERIVED", "Data", "Split", "Stream", "Tensors", "check_data", "checked", "fill", "load", "splits"]

@@ -83,7 +83,7 @@ def _agree(d, key: str, value) -> None:
                           f"`data.{key}={value}`, or null to read it from the data.")
 
 
-def check(cfg) -> dict:
+def check_data(cfg) -> dict:
     """Read the data (once per process) and check every split against the task. Every
     problem is one line, raised before any run exists. Returns what the data decides
     of the keys the config leaves null (`fill` writes them in): for images channels,
@@ -168,7 +168,7 @@ def check(cfg) -> dict:
 
 def checked(cfg):
     """The config, checked (`check`) and filled in (`fill`): what `load` takes."""
-    fill(cfg, check(cfg))
+    fill(cfg, check_data(cfg))
     return cfg
 
 

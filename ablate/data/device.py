@@ -115,7 +115,7 @@ def _normaliser(cfg, train: Split, device: torch.device):
 
 
 def load(cfg, device: torch.device) -> Data:
-    """The splits of a checked config (`fill(cfg, check(cfg))`) on `device`: images
+    """The splits of a checked config (`fill(cfg, check_data(cfg))`) on `device`: images
     normalised with the per-channel mean and std, features standardised (from the
     training part only), token ids as they are."""
     d = cfg.data
