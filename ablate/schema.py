@@ -66,18 +66,22 @@ class OnRunning(Choice):
 
 @dataclass
 class SeedsConf:
+    """A seed per source of variance (Bouthillier et al., MLSys 2021), each defaulting to
+    `seed`: sweep one while holding the others (docs/adaptive.md)."""
     # common random numbers across arms: each source draws from a stream of its own, so the
     # arms of one seed share batch order, augmentation draws and dropout masks, and the same
-    # initial weights wherever their layers' shapes agree. false: the seed study's one stream.
+    # initial weights wherever their layers' shapes agree. false: the seed study's protocol
+    # (the step presets set it): one stream seeded by `seed` drives every source.
     common: bool = True
     init: int | None = None      # the model's initial weights
     data: int | None = None      # the order of the training batches
     augment: int | None = None   # augmentation draws
-    dropout: int | None = None   # dropout masks
+    dropout: int | None = None   # dropout masks (torch's global stream after the model is built)
 
 
 @dataclass
 class EarlyStoppingConf:
+    """On the validation objective (needs data.val), as Lightning's EarlyStopping."""
     patience: int | None = None     # epochs without improvement on the validation objective; null = off
     min_delta: float = 0.0          # an improvement must beat the best by more than this (objective's units)
 
@@ -104,31 +108,37 @@ class TaskConf:
 
 @dataclass
 class ObjectiveConf:
-    metric: str | None = None       # a task metric's name; null = the task's first
-    goal: Goal | None = None        # null = the metric's own direction (which it must match)
-    select: Select = Select.final
+    """What the study optimises: one of the task's metrics. It decides the run's best epoch
+    and summary, the value returned to Hydra's sweepers, and what every report, adaptive
+    seed policy and greedy path compares. With a validation split (data.val) the choices
+    are made on its validation value, and the reports show the test value."""
+    metric: str | None = None       # a task metric's name (acc, f1, rmse, bpc, ...); null = the task's first
+    goal: Goal | None = None        # max | min; null = the metric's own direction (which it must match)
+    select: Select = Select.final   # final: the last epoch's; best: the best epoch's (on data.val; else on test)
 
 
 @dataclass
 class TrackingConf:
-    uri: str | None = None
+    uri: str | None = None          # null = sqlite:///<launch dir>/mlflow.db (MLflow's embedded store)
     experiment: str = "ablate"
-    checkpoints: bool = True
+    checkpoints: bool = True        # per-epoch checkpoint, for resume
     checkpoint_dir: str | None = None  # null = <launch dir>/checkpoints; each run's file is in <dir>/<run id>/
-    grace_s: float = 300.0
-    heartbeat_s: float = 1800.0
-    on_running: OnRunning = OnRunning.skip
+    grace_s: float = 300.0          # a store outage shorter than this is waited out; longer ends the job
+    heartbeat_s: float = 1800.0     # a RUNNING run whose heartbeat (set every epoch) is older is dead
+    on_running: OnRunning = OnRunning.skip  # a live job trains this config already: skip | wait
 
 
 @dataclass
 class ReportConf:
-    auto: bool = True
-    out: str | None = None
+    auto: bool = True               # write the report at the end of a multirun
+    out: str | None = None          # null = <sweep dir>/report
     sesoi: float | None = None  # smallest effect of interest, in the objective's units: turns on equivalence (TOST)
 
 
 @dataclass
 class DesignConf:
+    """Set by the ablation sweeper for each of its jobs: the job's place in the design.
+    Tags, not params, and not in the fingerprint."""
     name: str | None = None
     kind: str | None = None
     arm: str | None = None
@@ -139,10 +149,10 @@ class DesignConf:
 class Config:
     seed: int = 0
     seeds: SeedsConf = field(default_factory=SeedsConf)
-    step: int | None = None
+    step: int | None = None         # set by the step presets, so reports can order runs by it
     device: Device = Device.auto
-    force: bool = False
-    progress: bool = True
+    force: bool = False             # true: rerun even if a FINISHED run with the same config exists
+    progress: bool = True           # tqdm bars; set false in logs and CI
     train: TrainConf = field(default_factory=TrainConf)
     task: TaskConf = field(default_factory=TaskConf)
     objective: ObjectiveConf = field(default_factory=ObjectiveConf)
