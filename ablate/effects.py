@@ -89,8 +89,8 @@ def random_numbers(runs: pd.DataFrame) -> str | None:
     common = runs.get("params.seeds.common", pd.Series("False", index=runs.index)).fillna("False").eq("True")
     if common.all():
         return ("Random numbers: common across arms (seeds.common=true): the arms of one seed saw the same batch "
-                "order, augmentation draws and dropout masks, and the same initial weights wherever their layers' "
-                "shapes agree, so a paired Δ keeps little of the data-order noise.")
+                "order, augmentation draws and dropout masks, and a block-list model's layers of equal shape "
+                "started from equal weights, so a paired Δ is not moved by those draws differing.")
     if not common.any():
         return ("Random numbers: one stream per run (seeds.common=false, the seed study's protocol): the arms of a "
                 "seed share the seed, but their batch order, augmentation and dropout draws part once the models "
