@@ -164,6 +164,10 @@ def fingerprint(cfg: DictConfig) -> str:
         kept.pop(f"{group}._partial_", None)
         if kept.get(f"{group}._target_") == classes.get(kept.get(group)):
             kept.pop(f"{group}._target_", None)
+    if kept.get("seeds.common") == "True":  # under common random numbers seeds.<source>=<seed> is the default's own
+        for source in ("init", "data", "augment", "dropout"):
+            if kept.get(f"seeds.{source}") == kept.get("seed"):
+                kept[f"seeds.{source}"] = "null"
     for key, off in OFF.items():
         if kept.get(key) == off:
             parent = key.rsplit(".", 1)[0] if key.startswith("train.early_stopping") else key
@@ -181,10 +185,13 @@ def validate(cfg: DictConfig) -> None:
     The model itself is checked against the data later (model.check_model)."""
     schema.check_keys(cfg)
     t = cfg.train
-    _check(isinstance(cfg.seed, int), "seed", "must be an integer", cfg.seed)
+    # torch.manual_seed's range: a larger seed would fail inside a job, after the pre-flight
+    _check(isinstance(cfg.seed, int) and -2**63 <= cfg.seed < 2**64, "seed", "must be an integer in [-2^63, 2^64)",
+           cfg.seed)
     for source, value in (cfg.get("seeds") or {}).items():
         if source != "common":
-            _check(value is None or isinstance(value, int), f"seeds.{source}", "must be null or an integer", value)
+            _check(value is None or (isinstance(value, int) and -2**63 <= value < 2**64), f"seeds.{source}",
+                   "must be null or an integer in [-2^63, 2^64)", value)
     _check(isinstance(t.epochs, int) and t.epochs >= 1, "train.epochs", "must be an integer >= 1", t.epochs)
     _check(isinstance(t.batch_size, int) and t.batch_size >= 1, "train.batch_size",
            "must be an integer >= 1", t.batch_size)

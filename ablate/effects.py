@@ -80,6 +80,22 @@ def pair_key(runs: pd.DataFrame) -> pd.Series:
     return runs[cols].fillna("null").astype(str).agg("|".join, axis=1)
 
 
+def seeds_as_used(runs: pd.DataFrame) -> pd.DataFrame:
+    """Engine runs' seed params as the runs used them: a run from before `seeds.common`
+    existed drew one stream (False), and under common random numbers a per-source seed
+    equal to `seed` is what null gives (config.fingerprint hashes it so too), so it pairs
+    and groups as null."""
+    if "params.seeds.init" not in runs.columns:
+        return runs
+    runs = runs.copy()
+    runs["params.seeds.common"] = runs.get("params.seeds.common", pd.Series(index=runs.index, dtype=object))
+    runs["params.seeds.common"] = runs["params.seeds.common"].fillna("False")
+    common = runs["params.seeds.common"].eq("True")
+    for col in [c for c in runs.columns if c.startswith("params.seeds.") and c != "params.seeds.common"]:
+        runs.loc[common & runs[col].eq(runs["params.seed"]), col] = "null"
+    return runs
+
+
 def random_numbers(runs: pd.DataFrame) -> str | None:
     """How the runs drew their random numbers, in one sentence: common across arms
     (`seeds.common`), one stream per run, or a mix. None for runs that do not record it
@@ -89,15 +105,17 @@ def random_numbers(runs: pd.DataFrame) -> str | None:
     common = runs.get("params.seeds.common", pd.Series("False", index=runs.index)).fillna("False").eq("True")
     if common.all():
         return ("Random numbers: common across arms (seeds.common=true): the arms of one seed saw the same batch "
-                "order, augmentation draws and dropout masks, and a block-list model's layers of equal shape "
-                "started from equal weights, so a paired Δ is not moved by those draws differing.")
+                "order, drew their augmentation and their dropout masks each from a stream of its own (equal draws "
+                "where two arms apply the same ops and layers in the same order; an added one shifts those after "
+                "it), and a block-list model's layers of equal shape started from equal weights.")
     if not common.any():
         return ("Random numbers: one stream per run (seeds.common=false, the seed study's protocol): the arms of a "
                 "seed share the seed, but their batch order, augmentation and dropout draws part once the models "
                 "differ, so a paired Δ keeps that noise; seeds.common=true shares them.")
     return (f"Random numbers: mixed: {int(common.sum())} of {len(runs)} runs drew common random numbers across "
             f"arms (seeds.common=true), the rest one stream per run (seeds.common=false); a Δ across the two pairs "
-            f"runs by seed number only.")
+            f"runs by seed number only. A design's report judges each mode apart; for a grid, report each with "
+            f"--filter \"params.seeds.common = 'True'\" (or 'False').")
 
 
 def variance_by_source(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:

@@ -1,10 +1,11 @@
 """Engine: the one training loop every job runs, whatever launched it."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,24 +37,28 @@ def seed_everything(seed: int) -> None:
 SOURCES = ("init", "data", "augment", "dropout")
 
 
+def coupled(cfg) -> bool:
+    """Whether the run draws common random numbers across arms (`seeds.common`)."""
+    return bool((cfg.get("seeds") or {}).get("common", False))
+
+
 def source_seeds(cfg) -> dict[str, int] | None:
     """Each source's seed (`seeds.<source>`, else `seed`) when the sources draw from
     streams of their own: under common random numbers (`seeds.common`, the default) or
     when any is set. None for the seed study's protocol (`seeds.common=false`, none
     set), where one stream seeded by `seed` drives them all, as it always did."""
-    seeds = cfg.get("seeds") or {}
-    given = {k: v for k, v in seeds.items() if k in SOURCES and v is not None}
-    if not given and not seeds.get("common", False):
+    given = {k: v for k, v in (cfg.get("seeds") or {}).items() if k in SOURCES and v is not None}
+    if not given and not coupled(cfg):
         return None
     return {s: int(given.get(s, cfg.seed)) for s in SOURCES}
 
 
 def derived_seed(*parts: int | str) -> int:
-    """A 64-bit seed from numbers and names, through numpy's SeedSequence (its hash
-    mixes every part): `derived_seed(3, "data")` and `derived_seed(3, "augment")` start
-    streams that are independent, though both come from seed 3."""
-    entropy = [p if isinstance(p, int) and p >= 0 else zlib.crc32(str(p).encode()) for p in parts]
-    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint32).view(np.uint64)[0])
+    """A 64-bit seed from numbers and names: numpy's SeedSequence over a SHA-256 of the
+    parts, so distinct parts (negative and huge numbers included) give distinct streams,
+    and `derived_seed(3, "data")` and `derived_seed(3, "augment")` are independent."""
+    digest = hashlib.sha256(json.dumps(parts).encode()).digest()
+    return int(np.random.SeedSequence(int.from_bytes(digest, "little")).generate_state(2, np.uint32).view(np.uint64)[0])
 
 
 def stream_seed(cfg, source: str) -> int:
@@ -63,7 +68,7 @@ def stream_seed(cfg, source: str) -> int:
     read twice. With `seeds.common=false` and sources set, each stream is seeded by the
     number as given (how such runs always ran)."""
     seed = source_seeds(cfg)[source]
-    return derived_seed(seed, source) if (cfg.get("seeds") or {}).get("common", False) else seed
+    return derived_seed(seed, source) if coupled(cfg) else seed
 
 
 def streams(cfg, device: torch.device) -> dict[str, torch.Generator]:

@@ -73,7 +73,8 @@ def from_hydra(exc: Exception) -> str:
     if isinstance(exc.__cause__, ValidationError):  # a typed key given a value of the wrong type or choice
         exc = exc.__cause__
     if isinstance(exc, OmegaConfBaseException) and getattr(exc, "full_key", None):
-        return f"{exc.full_key}: {str(exc).splitlines()[0]}. Fix it with `{exc.full_key}=<value>`."
+        value = "true` or `false" if "is not a valid bool" in str(exc) else "<value>"
+        return f"{exc.full_key}: {str(exc).splitlines()[0]}. Fix it with `{exc.full_key}={value}`."
     text = " ".join(f"{exc} {exc.__cause__ or ''}".split())
     no_such_key = isinstance(exc.__cause__, (ConfigKeyError, ConfigAttributeError))
     if (key := re.search(r"Could not override '([^']+)'", text)) and no_such_key:

@@ -67,7 +67,7 @@ def _fresh_state(cfg, tensors, device) -> engine.State:
     sources = engine.source_seeds(cfg)
     engine.seed_everything(cfg.seed if sources is None else engine.stream_seed(cfg, "init"))
     model = build_model(cfg)
-    if cfg.seeds.common and "_target_" not in cfg.model:  # the same weights wherever the arms' shapes agree
+    if engine.coupled(cfg) and "_target_" not in cfg.model:  # the same weights wherever the arms' shapes agree
         init = engine.stream_seed(cfg, "init")
         keyed_init(model, lambda key: engine.derived_seed(init, key))
     model = model.to(device)

@@ -69,8 +69,9 @@ class SeedsConf:
     """A seed per source of variance (Bouthillier et al., MLSys 2021), each defaulting to
     `seed`: sweep one while holding the others (docs/adaptive.md)."""
     # common random numbers across arms: each source draws from a stream of its own, so the
-    # arms of one seed share batch order, augmentation draws and dropout masks, and the same
-    # initial weights wherever their layers' shapes agree. false: the seed study's protocol
+    # arms of one seed share batch order, augmentation and dropout draws where they apply the
+    # same ops and layers, and the same initial weights wherever their layers' shapes agree
+    # (block-list models). false: the seed study's protocol
     # (the step presets set it): one stream seeded by `seed` drives every source.
     common: bool = True
     init: int | None = None      # the model's initial weights

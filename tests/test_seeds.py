@@ -130,3 +130,37 @@ def test_the_report_says_how_the_runs_drew_their_random_numbers():
     assert effects.random_numbers(runs()).startswith("Random numbers: one stream per run")  # runs from before
     assert "mixed: 1 of 2 runs" in effects.random_numbers(runs("True", "False"))
     assert effects.random_numbers(pd.DataFrame({"params.seed": ["0"]})) is None  # a user's loop draws its own
+
+
+def test_a_source_seed_equal_to_the_seed_is_the_default_under_common_random_numbers():
+    """Under common random numbers `seeds.init=0` with seed 0 computes what null does: one
+    fingerprint, one pair; in the seed's one-stream mode it splits the streams, so it differs."""
+    from ablate import config
+    fp = lambda *o: config.fingerprint(ablate.compose(list(o)))  # noqa: E731
+    assert fp("seed=0", "seeds.init=0", "seeds.data=0") == fp("seed=0") != fp("seed=0", "seeds.init=1")
+    assert fp("step=7", "seeds.init=0") != fp("step=7")
+    runs = pd.DataFrame({"params.seed": ["0", "0", "1"], "params.seeds.init": ["0", "null", "1"],
+                         "params.seeds.data": ["null", "null", "1"], "params.seeds.common": ["True", "True", None]})
+    used = effects.seeds_as_used(runs)
+    assert list(used["params.seeds.init"]) == ["null", "null", "1"]  # the third drew one stream: as given
+    assert list(used["params.seeds.common"]) == ["True", "True", "False"]  # a run from before the key: one stream
+    assert effects.pair_key(used).iloc[0] == effects.pair_key(used).iloc[1]
+
+
+def test_derived_seeds_never_alias_and_seeds_out_of_torchs_range_are_one_line():
+    import zlib
+
+    from ablate import config
+    from ablate.errors import ConfigError
+    assert engine.derived_seed(-1, "data") != engine.derived_seed(zlib.crc32(b"-1"), "data")
+    assert engine.derived_seed(0, "data") != engine.derived_seed(0, "augment") != engine.derived_seed(1, "augment")
+    assert 0 <= engine.derived_seed(2**64 - 1, "init") < 2**64
+    for bad in ("seed=99999999999999999999", "seeds.data=-99999999999999999999"):
+        with pytest.raises(ConfigError, match=r"must be .*integer in \[-2\^63, 2\^64\)"):
+            config.validate(ablate.compose([bad, "seeds.common=false"]))
+
+
+def test_a_config_without_seeds_draws_one_stream():
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.create({"seed": 3})  # `~seeds` on the command line
+    assert not engine.coupled(cfg) and engine.source_seeds(cfg) is None and engine.streams(cfg, "cpu") == {}

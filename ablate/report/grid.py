@@ -105,7 +105,8 @@ def build(runs: pd.DataFrame, notes: list[str] | None = None, order: str | None 
     objective = objective or Objective.from_runs(runs)
     metrics = (objective.column, objective.other)
     params = {c[len("params."):]: c for c in runs.columns if c.startswith("params.")}
-    keys = [k for k, c in params.items() if is_setting(k) and runs[c].nunique(dropna=False) > 1]
+    # sorted: MLflow's column order differs between calls, and a label must read the same each time
+    keys = sorted(k for k, c in params.items() if is_setting(k) and runs[c].nunique(dropna=False) > 1)
     order = order or ("step" if "step" in keys else None)
     if order and order not in params:
         raise ReportError(f"--order {order}: no such param. Params that vary: {', '.join(keys) or 'none'}.")

@@ -42,6 +42,7 @@ def load_runs(uri: str, experiment: str, sweep_id: str | None = None, run_filter
                           f"{tracking.FINGERPRINT}), so their configs and seeds are unknown. Point --experiment or "
                           f"--filter at ablate's runs.")
     df = df[df.get("params.seed").notna()] if "params.seed" in df else df.iloc[:0]  # drop sweep parents
+    df = effects.seeds_as_used(df)
     df = df[df[f"tags.{tracking.FINGERPRINT}"].notna()]  # runs of other tools in the same experiment
     if fingerprints is not None:
         df = df[df[f"tags.{tracking.FINGERPRINT}"].isin(fingerprints)]
@@ -90,7 +91,7 @@ def design_runs(client: MlflowClient, experiment_id: str, spec: dict, where: str
     if df.empty or col not in df:
         raise ReportError(f"No runs of this design match --filter {where!r}." if where else
                           "No runs of this design in the store yet.")
-    return df[df[col].isin(list(spec["fingerprints"]))].reset_index(drop=True)
+    return effects.seeds_as_used(df[df[col].isin(list(spec["fingerprints"]))].reset_index(drop=True))
 
 
 def find_parent(client: MlflowClient, experiment_id: str, sweep_id: str | None, design: str | None):
