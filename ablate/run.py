@@ -111,6 +111,11 @@ class TrackedRun:
         previous = tracking.find_runs(me.client, me.exp_id, fingerprint)
         if not cfg.force:
             done = [r for r in previous if r.info.status == "FINISHED"]
+            if "task" in cfg and (blank := [r for r in done if objective.column not in r.data.metrics]):
+                # the same training, judged by a metric it did not compute (task.metrics changed): train anew
+                log.warning(f"Not reusing run {blank[0].info.run_id}: it FINISHED this config without logging "
+                            f"{objective.column}. Training it again in a new run.")
+                done = [r for r in done if r not in blank]
             if done:
                 if me.design and tracking.ARM not in done[0].data.tags:
                     for k, v in me.design.items():  # a run trained outside any design now serves this one

@@ -485,3 +485,14 @@ def test_ctrl_c_in_a_sweep_is_one_line_the_sweep_killed_and_the_rerun_finishes_i
     runs = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
     jobs = [r for r in runs if "ablate.jobs" not in r.data.tags]
     assert sorted(r.info.status for r in jobs) == ["FINISHED", "FINISHED"]  # job 0 resumed into its run
+
+
+def test_a_finished_run_without_the_objectives_metric_is_not_reused(overrides, store):
+    """A config that adds a metric and judges by it trains the same way, so it shares the
+    fingerprint; the run that never computed that metric cannot stand for it (the digits
+    README's two commands in one folder left the smoothing design one seed short)."""
+    first = ablate.train(ablate.compose(overrides))
+    again = ablate.train(ablate.compose([*overrides, "+task.metrics.f1={}", "objective.metric=f1"]))
+    assert not again.skipped and again.run_id != first.run_id
+    assert "final_test_f1" in mlflow.MlflowClient(store).get_run(again.run_id).data.metrics
+    assert ablate.train(ablate.compose([*overrides, "+task.metrics.f1={}", "objective.metric=f1"])).skipped
