@@ -223,8 +223,9 @@ def test_a_min_objective_calls_a_decrease_an_improvement_and_its_intervals_are_n
     assert up["final_test_rmse_delta"] > 0 and up["final_test_rmse_clear"] and not up["final_test_rmse_better"]
     ci = compatible(final[2], final[3], len(rep.deltas), list(rep.deltas["final_test_rmse_clear"]), sign=1)
     assert (up["final_test_rmse_ci_lo"], up["final_test_rmse_ci_hi"]) == pytest.approx(ci) and ci[1] > 100
-    shown = report.delta_table(rep).set_index(["from", "to"])["verdict"]
-    assert (shown[("step=1", "step=2")], shown[("step=2", "step=3")]) == ("improves", "worsens")
+    shown = report.delta_table(rep).set_index(["from", "to"])
+    assert (shown["verdict"][("step=1", "step=2")], shown["verdict"][("step=2", "step=3")]) == ("improves", "worsens")
+    assert shown["sign-flip p"][("step=1", "step=2")] == "0.250"  # beside the t-test's, as the footnote says
     md = report.markdown(rep)
     assert md.startswith("Objective: final test RMSE, lower is better. A negative Δ is an improvement.")
     assert "final test RMSE (mean ± std)" in md and "accuracy" not in md and " pp" not in md

@@ -100,6 +100,7 @@ def delta_table(rep: Report) -> pd.DataFrame:
         f"Δ {o.other_select} [{rep.rule.percent()} CI]": [fmt_delta(r, b, dg) for _, r in d.iterrows()],
         "test": d[f"{h}_test"], "n": d[f"{h}_n"], f"p ({o.select})": d[f"{h}_p"].map(fmt_p),
         rep.rule.p_label(): d[f"{h}_p_adj"].map(fmt_p),
+        "sign-flip p": d.get(f"{h}_sign_flip_p", pd.Series(math.nan, index=d.index)).map(fmt_p),
         "verdict": [claim(r, h) for _, r in d.iterrows()],
         "Δ params": d["delta_params"].map(lambda x: "" if pd.isna(x) else f"{x:+,}"), "changed": d["changed"],
     })
