@@ -112,9 +112,8 @@ class TrackedRun:
         if not cfg.force:
             done = [r for r in previous if r.info.status == "FINISHED"]
             if "task" in cfg and (blank := [r for r in done if objective.column not in r.data.metrics]):
-                # the same training, judged by a metric it did not compute (task.metrics changed): train anew
                 log.warning(f"Not reusing run {blank[0].info.run_id}: it FINISHED this config without logging "
-                            f"{objective.column}. Training it again in a new run.")
+                            f"{objective.column} (task.metrics changed). Training it again in a new run.")
                 done = [r for r in done if r not in blank]
             if done:
                 if me.design and tracking.ARM not in done[0].data.tags:
@@ -136,7 +135,8 @@ class TrackedRun:
         """The unfinished run of this config to continue instead of starting a new one: one
         with a checkpoint first; else one killed before its first checkpoint (a preemption
         in epoch 1), restarted from epoch 0, so a requeued job still keeps one run per
-        config. A FAILED or RUNNING (kill -9) run without a checkpoint stays as a record."""
+        config. A FAILED run without a checkpoint stays as a record; a RUNNING one (kill -9)
+        is closed KILLED, with the reason, when the new run starts."""
         unfinished = [r for r in previous if r.info.status in ("RUNNING", "KILLED", "FAILED")]  # none alive
         if not self.resumable:
             for r in unfinished:
@@ -150,11 +150,11 @@ class TrackedRun:
                             f"epochs of two codes. Training this config from epoch 0 in a new run.")
                 self._superseded.append((r, f"not resumed: {why}"))
             unfinished.remove(r)
-        if self.cfg.tracking.checkpoints:
-            for r in unfinished:
-                if checkpoint_path(r).exists():
-                    return r
-        return next((r for r in unfinished if r.info.status == "KILLED"), None)
+        with_file = [r for r in unfinished if self.cfg.tracking.checkpoints and checkpoint_path(r).exists()]
+        resume = next(iter(with_file), next((r for r in unfinished if r.info.status == "KILLED"), None))
+        for r in [r for r in unfinished if r.info.status == "RUNNING" and r is not resume and r not in with_file]:
+            self._superseded.append((r, "killed before its first checkpoint; this config trains in another run"))
+        return resume
 
     def _busy(self, run, why: str) -> Result | None:
         """Another live job trains this config: skip it (the default) or wait for it to

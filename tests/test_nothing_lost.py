@@ -496,3 +496,20 @@ def test_a_finished_run_without_the_objectives_metric_is_not_reused(overrides, s
     assert not again.skipped and again.run_id != first.run_id
     assert "final_test_f1" in mlflow.MlflowClient(store).get_run(again.run_id).data.metrics
     assert ablate.train(ablate.compose([*overrides, "+task.metrics.f1={}", "objective.metric=f1"])).skipped
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_closed_not_left_running(overrides, store):
+    """kill -9 of a parallel sweep can take a worker before its first checkpoint: its run
+    stays RUNNING with a dead owner. The rerun trains the config in a new run and closes
+    that one KILLED, saying why (CI caught one left RUNNING)."""
+    import socket
+    client = mlflow.MlflowClient(store)
+    first = ablate.train(ablate.compose(overrides))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    client.update_run(first.run_id, status="RUNNING")
+    client.set_tag(first.run_id, tracking.OWNER, f"{socket.gethostname()}:{gone.stdout.strip()}")
+    checkpoint_path(client.get_run(first.run_id)).unlink()
+    again = ablate.train(ablate.compose(overrides))
+    old = client.get_run(first.run_id)
+    assert again.run_id != first.run_id and not again.skipped
+    assert old.info.status == "KILLED" and "first checkpoint" in old.data.tags[tracking.SUPERSEDED]
