@@ -165,7 +165,7 @@ def fingerprint(cfg: DictConfig) -> str:
         if kept.get(f"{group}._target_") == classes.get(kept.get(group)):
             kept.pop(f"{group}._target_", None)
     if kept.get("seeds.common") == "True":  # under common random numbers seeds.<source>=<seed> is the default's own
-        for source in ("init", "data", "augment", "dropout"):
+        for source in schema.SEED_SOURCES:
             if kept.get(f"seeds.{source}") == kept.get("seed"):
                 kept[f"seeds.{source}"] = "null"
     for key, off in OFF.items():

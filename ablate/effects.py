@@ -102,7 +102,7 @@ def random_numbers(runs: pd.DataFrame) -> str | None:
     (a user's own loop draws its own). Runs from before the key existed used one stream."""
     if "params.seeds.init" not in runs.columns or runs.empty:
         return None
-    common = runs.get("params.seeds.common", pd.Series("False", index=runs.index)).fillna("False").eq("True")
+    common = seeds_as_used(runs)["params.seeds.common"].eq("True")
     if common.all():
         return ("Random numbers: common across arms (seeds.common=true): the arms of one seed saw the same batch "
                 "order, drew their augmentation and their dropout masks each from a stream of its own (equal draws "

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ablate.augment import Augment
 from ablate.data import Data
 from ablate.errors import ConfigError, DataError
+from ablate.schema import SEED_SOURCES
 from ablate.task import Task
 
 
@@ -34,7 +35,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-SOURCES = ("init", "data", "augment", "dropout")
+SOURCES = SEED_SOURCES
 
 
 def coupled(cfg) -> bool:

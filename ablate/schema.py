@@ -80,6 +80,10 @@ class SeedsConf:
     dropout: int | None = None   # dropout masks (torch's global stream after the model is built)
 
 
+# The sources of variance a seed drives (SeedsConf's numbers, not its mode)
+SEED_SOURCES = ("init", "data", "augment", "dropout")
+
+
 @dataclass
 class EarlyStoppingConf:
     """On the validation objective (needs data.val), as Lightning's EarlyStopping."""
